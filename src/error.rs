@@ -1,0 +1,198 @@
+//! The crate's one error type.
+//!
+//! Messages are short; the underlying cause, when there is one, comes from
+//! [`std::error::Error::source`]. Match on variants, never on message text.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `streamwal`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O call failed.
+    #[error("i/o error during {op} on {}", path.display())]
+    Io {
+        /// The operation that failed (`"write"`, `"sync_data"`, ...).
+        op: &'static str,
+        /// The file or directory it was applied to.
+        path: PathBuf,
+        /// The error the operating system returned.
+        #[source]
+        source: io::Error,
+    },
+    /// Bytes on disk are not what the writer wrote: a checksum failed, a
+    /// length is out of bounds, a sequence is broken, a segment is missing.
+    #[error("corruption in {} at offset {offset}: {kind}", file.display())]
+    Corruption {
+        /// The file holding the damage.
+        file: PathBuf,
+        /// Byte offset of the damaged structure within `file`.
+        offset: u64,
+        /// What exactly is wrong.
+        kind: CorruptionKind,
+    },
+    /// Another `Wal` (in this process or another) holds the directory's lock.
+    #[error("{} is locked by another open log", path.display())]
+    Locked {
+        /// The locked directory.
+        path: PathBuf,
+    },
+    /// An earlier write or sync failed, so the log no longer knows what is
+    /// durable. Every append and sync fails until the log is reopened, which
+    /// re-runs recovery.
+    #[error("the log is poisoned by an earlier i/o failure; reopen it to recover")]
+    Poisoned,
+    /// A payload (or a length read from disk) exceeds the configured maximum.
+    #[error("record of {size} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// The size asked for.
+        size: u64,
+        /// The maximum allowed.
+        max: u64,
+    },
+    /// A handle names a record that is not in this log: its segment was
+    /// removed by retention, or the handle belongs to another log.
+    #[error("record {lsn} is not in the log (segment {segment})")]
+    NotFound {
+        /// The LSN the handle names.
+        lsn: u64,
+        /// The segment the handle names.
+        segment: u64,
+    },
+    /// The log was opened read-only (salvage mode) and cannot be written.
+    #[error("the log is open read-only")]
+    ReadOnly,
+    /// The options passed to `open` are out of range.
+    #[error("invalid option: {0}")]
+    InvalidOptions(&'static str),
+}
+
+/// What is wrong with bytes that failed a check. Part of [`Error::Corruption`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CorruptionKind {
+    /// The file does not start with the segment magic.
+    BadMagic,
+    /// The file was written by a format version this build cannot read.
+    UnsupportedVersion {
+        /// The version found in the file.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// A header's fields are inconsistent with each other or with the file
+    /// name (wrong header size, nonzero reserved bytes, sequence mismatch).
+    BadHeader(&'static str),
+    /// A checksum did not match.
+    ChecksumMismatch {
+        /// The checksum stored on disk.
+        expected: u32,
+        /// The checksum computed over the bytes read.
+        actual: u32,
+    },
+    /// A record's length field exceeds the maximum record size.
+    LengthOutOfBounds {
+        /// The length read.
+        len: u64,
+        /// The bound it broke.
+        max: u64,
+    },
+    /// A structure runs past the end of its file.
+    Truncated,
+    /// A record frame is malformed (zero or unknown kind, nonzero reserved bytes).
+    BadFrame(&'static str),
+    /// LSNs are not dense and increasing where they must be.
+    LsnOutOfOrder {
+        /// The LSN that should come next.
+        expected: u64,
+        /// The LSN found.
+        found: u64,
+    },
+    /// A segment in the middle of the chain is missing.
+    MissingSegment {
+        /// The sequence number that should be present.
+        expected: u64,
+        /// The next sequence number found.
+        found: u64,
+    },
+    /// A segment belongs to a different log (its log identity differs).
+    ForeignSegment,
+    /// Nonzero bytes where the log must be zero (past the end of the records
+    /// of a segment, beyond what a crash can explain).
+    UnexpectedData,
+    /// A damaged record is followed by records written after it was durable,
+    /// so the damage is not a torn write: it is corruption of durable data.
+    DurableRecordDamaged {
+        /// LSN of a later record that proves the damaged one was durable.
+        proven_by_lsn: u64,
+    },
+    /// A handle does not match the record at its position.
+    HandleMismatch,
+}
+
+impl fmt::Display for CorruptionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadMagic => f.write_str("bad magic"),
+            Self::UnsupportedVersion { found, supported } => {
+                write!(
+                    f,
+                    "format version {found} is not supported (newest supported: {supported})"
+                )
+            }
+            Self::BadHeader(why) => write!(f, "bad header: {why}"),
+            Self::ChecksumMismatch { expected, actual } => {
+                write!(
+                    f,
+                    "checksum mismatch (stored {expected:#010x}, computed {actual:#010x})"
+                )
+            }
+            Self::LengthOutOfBounds { len, max } => {
+                write!(f, "length {len} exceeds the bound {max}")
+            }
+            Self::Truncated => f.write_str("truncated"),
+            Self::BadFrame(why) => write!(f, "bad record frame: {why}"),
+            Self::LsnOutOfOrder { expected, found } => {
+                write!(f, "expected LSN {expected}, found {found}")
+            }
+            Self::MissingSegment { expected, found } => {
+                write!(f, "segment {expected} is missing (next present: {found})")
+            }
+            Self::ForeignSegment => f.write_str("segment belongs to another log"),
+            Self::UnexpectedData => f.write_str("unexpected data past the end of the records"),
+            Self::DurableRecordDamaged { proven_by_lsn } => write!(
+                f,
+                "damaged record was already durable (proven by record {proven_by_lsn})"
+            ),
+            Self::HandleMismatch => f.write_str("handle does not match the record at its offset"),
+        }
+    }
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corruption(file: impl Into<PathBuf>, offset: u64, kind: CorruptionKind) -> Self {
+        Error::Corruption {
+            file: file.into(),
+            offset,
+            kind,
+        }
+    }
+
+    /// True if this error reports damaged or inconsistent bytes on disk.
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corruption { .. })
+    }
+}

@@ -1,0 +1,42 @@
+//! # streamwal
+//!
+//! Crash-safe storage for micro-batch streaming engines: a segmented,
+//! checksummed, group-committed write-ahead log for received data blocks.
+//!
+//! **The promise.** A record whose [`Wal::append`] returned `Ok` under
+//! [`SyncPolicy::Always`] (the default) is there after any process kill or
+//! power loss, byte for byte and in order; recovery never returns a record that
+//! was not appended, and what it returns is a prefix of what was appended,
+//! with no hole.
+//!
+//! ```
+//! use streamwal::{Wal, WalOptions};
+//! # fn main() -> streamwal::Result<()> {
+//! # let tmp = tempfile::tempdir().unwrap();
+//! let wal = Wal::open(tmp.path().join("wal"), WalOptions::default())?;
+//! let a = wal.append(b"first block")?;
+//! let b = wal.append(b"second block")?;
+//! assert_eq!(b.lsn(), a.lsn() + 1);
+//! assert_eq!(wal.read(&b)?, b"second block");
+//! for record in wal.iter() {
+//!     let (handle, payload) = record?;
+//!     println!("{} -> {} bytes", handle.lsn(), payload.len());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The on-disk format is specified in `docs/FORMAT.md`; the protocols and the
+//! crash reasoning in `docs/DESIGN.md`.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod error;
+pub mod limits;
+pub mod storage;
+pub mod wal;
+
+pub use error::{CorruptionKind, Error, Result};
+pub use wal::{
+    RecordHandle, RecoveryMode, RecoveryReport, SyncPolicy, Wal, WalIter, WalOptions, WalStats,
+};

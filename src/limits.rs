@@ -1,0 +1,53 @@
+//! Every bound the crate keeps, in one place, with units in the names.
+//!
+//! A reader never trusts a length it read from disk beyond these bounds, and a
+//! writer never produces anything a reader would reject.
+
+/// Size of a segment file's header, in bytes. Records start at this offset.
+pub const SEGMENT_HEADER_BYTES: u64 = 64;
+
+/// Size of a record frame's header (checksum, length, LSN, time, durable LSN,
+/// kind), in bytes. The payload follows it.
+pub const FRAME_HEADER_BYTES: u64 = 40;
+
+/// Default size at which a segment rolls over: 64 MiB.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+
+/// Smallest segment size accepted by [`crate::WalOptions`]: 4 KiB.
+pub const SEGMENT_BYTES_MIN: u64 = 4 << 10;
+
+/// Largest segment size accepted by [`crate::WalOptions`]: 16 GiB.
+pub const SEGMENT_BYTES_MAX: u64 = 16 << 30;
+
+/// Default largest payload a record may carry: 64 MiB.
+pub const RECORD_BYTES_DEFAULT: u32 = 64 << 20;
+
+/// Hard ceiling on a record payload, whatever the options say: 1 GiB. Keeps
+/// every length a reader allocates from bounded even if a header lies.
+pub const RECORD_BYTES_MAX: u32 = 1 << 30;
+
+/// Default cap on the bytes one group-commit batch writes before its sync:
+/// 4 MiB. A single record larger than this still goes out, alone.
+pub const BATCH_BYTES_DEFAULT: u64 = 4 << 20;
+
+/// Smallest batch cap accepted by [`crate::WalOptions`].
+pub const BATCH_BYTES_MIN: u64 = 4 << 10;
+
+/// Size of the zero buffer used to fill preallocated segments and to zero a
+/// torn tail: 1 MiB.
+pub const ZERO_CHUNK_BYTES: usize = 1 << 20;
+
+/// Size of the reads the sequential scanner issues: 1 MiB (grown to one
+/// record's size when a record is larger).
+pub const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+/// The value stored in a segment header when the writer kept no bound on its
+/// unsynced bytes (`SyncPolicy::Never`, or a purely time-based policy).
+pub const UNSYNCED_WINDOW_UNBOUNDED: u64 = u64::MAX;
+
+const _: () = assert!(SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES <= SEGMENT_BYTES_MIN);
+const _: () = assert!(RECORD_BYTES_DEFAULT <= RECORD_BYTES_MAX);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT >= SEGMENT_BYTES_MIN);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
+const _: () = assert!(BATCH_BYTES_DEFAULT >= BATCH_BYTES_MIN);
+const _: () = assert!(ZERO_CHUNK_BYTES as u64 >= SEGMENT_HEADER_BYTES);

@@ -1,0 +1,101 @@
+//! The file-system seam.
+//!
+//! Every byte the log reads or writes goes through [`Storage`] and
+//! [`StorageFile`]. The seam is deliberately narrow (open, positional read and
+//! write, length, sync, rename, remove, list, directory sync, lock) so that a
+//! simulated file system, a fault-injecting wrapper or an object-store backend
+//! can stand in for the real one and exercise the production code paths.
+//!
+//! Implementations in this crate:
+//! - [`StdStorage`]: the operating system's file system (Unix).
+//! - [`FaultyStorage`]: wraps another storage and injects failures (EIO on a
+//!   chosen sync, ENOSPC after a byte budget) and counts syncs.
+
+mod fault;
+mod std_fs;
+
+pub use fault::{FaultPlan, FaultyStorage};
+pub use std_fs::StdStorage;
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+/// How [`Storage::open`] opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Open an existing file for reading only.
+    Read,
+    /// Open an existing file for reading and writing.
+    ReadWrite,
+    /// Create a new file for reading and writing; fail if it exists.
+    CreateNew,
+}
+
+/// A file system the log runs on.
+///
+/// Paths are plain paths; an implementation decides what they mean. Nothing
+/// here promises durability unless it says so: a created, renamed or removed
+/// entry is durable only after [`Storage::sync_dir`] on its directory.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Create `dir` and its missing parents. Not durable until the parent is
+    /// synced with [`Storage::sync_dir`].
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// The names (not paths) of the entries in `dir`, in no particular order.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Open the file at `path`.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
+    /// Atomically rename `from` to `to`, replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Remove the file at `path`.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Make the entries of `dir` (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Take an exclusive advisory lock on `dir`. Returns `Ok(None)` at once if
+    /// another holder (in this process or another) has it. The lock is held
+    /// until the returned guard is dropped.
+    fn try_lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>>;
+}
+
+/// An open file.
+#[allow(clippy::len_without_is_empty)]
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// Read into `buf` from `offset`, returning how many bytes were read; fewer
+    /// than `buf.len()` only at the end of the file.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Write all of `buf` at `offset`, extending the file if needed. Not
+    /// durable until [`StorageFile::sync_data`].
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// The file's current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Set the file's length (truncate or extend with zeros). Not durable until
+    /// [`StorageFile::sync_all`].
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Make the file's data, and the metadata needed to read it back (its
+    /// size), durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Make the file's data and all of its metadata durable (`fsync`).
+    fn sync_all(&self) -> io::Result<()>;
+}
+
+/// A held directory lock; dropping it releases the lock.
+pub trait DirLock: Send + Sync + fmt::Debug {}
+
+/// Read exactly `buf.len()` bytes at `offset`, or report how many were there.
+/// Returns `Ok(false)` if the file ends first.
+pub(crate) fn read_exact_at(
+    file: &dyn StorageFile,
+    buf: &mut [u8],
+    offset: u64,
+) -> io::Result<bool> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = file.read_at(&mut buf[done..], offset + done as u64)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        done += n;
+    }
+    Ok(true)
+}

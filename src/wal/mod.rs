@@ -1,0 +1,24 @@
+//! The write-ahead log: segments of checksummed record frames, appended with
+//! group commit, read by handle or in order, trimmed by retention, recovered
+//! on open.
+//!
+//! Submodules: [`format`] is the pure codec (every on-disk byte is encoded and
+//! decoded there); `segment` names and creates segment files; `reader` scans
+//! frames; `recover` opens a directory; `writer` appends with group commit;
+//! `iter` reads in order.
+
+mod commit;
+pub mod format;
+mod iter;
+mod options;
+mod reader;
+mod recover;
+mod segment;
+mod writer;
+
+pub use iter::WalIter;
+pub use options::{
+    Problem, RecordHandle, RecoveryMode, RecoveryReport, SyncPolicy, WalOptions, WalStats,
+};
+pub use segment::{SEGMENT_SUFFIX, segment_file_name};
+pub use writer::Wal;

@@ -1,0 +1,589 @@
+//! The log handle: open, append, sync, read, retention. The group-commit
+//! machinery behind append and sync lives in `commit`.
+
+use super::commit::{Batch, Io, State};
+use super::format::SegmentHeader;
+use super::iter::WalIter;
+use super::options::{
+    RecordHandle, RecoveryMode, RecoveryReport, SyncPolicy, WalOptions, WalStats,
+};
+use super::recover::{SegmentInfo, recover};
+use super::segment::create_segment;
+use crate::error::{Error, Result};
+use crate::limits::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use crate::storage::{DirLock, StdStorage, Storage};
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// A segmented, checksummed write-ahead log over one directory.
+///
+/// `Wal` is `Send + Sync`: share it (e.g. in an `Arc`) and append from many
+/// threads; concurrent appends are group-committed. The directory is locked
+/// exclusively while the `Wal` lives.
+///
+/// # Example
+///
+/// ```
+/// use streamwal::{Wal, WalOptions};
+/// # fn main() -> streamwal::Result<()> {
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let dir = tmp.path().join("wal");
+/// let wal = Wal::open(&dir, WalOptions::default())?;
+/// let handle = wal.append(b"block 1")?; // durable when this returns
+/// assert_eq!(wal.read(&handle)?, b"block 1");
+/// drop(wal);
+///
+/// let wal = Wal::open(&dir, WalOptions::default())?;
+/// let records: Vec<_> = wal.iter().collect::<Result<_, _>>()?;
+/// assert_eq!(records[0].1, b"block 1");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Wal {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(super) dir: PathBuf,
+    pub(super) storage: Arc<dyn Storage>,
+    pub(super) opts: WalOptions,
+    pub(super) log_id: u64,
+    pub(super) read_only: bool,
+    pub(super) state: Mutex<State>,
+    pub(super) cond: Condvar,
+    pub(super) io: Mutex<Option<Io>>,
+    pub(super) retention: Mutex<()>,
+    pub(super) counters: Counters,
+    pub(super) report: RecoveryReport,
+    pub(super) stop: Mutex<bool>,
+    pub(super) stop_cond: Condvar,
+    pub(super) _lock: Option<Box<dyn DirLock>>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) records: AtomicU64,
+    pub(super) bytes: AtomicU64,
+    pub(super) batches: AtomicU64,
+    pub(super) data_syncs: AtomicU64,
+    pub(super) segments_created: AtomicU64,
+    pub(super) segments_removed: AtomicU64,
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn new_log_id() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+impl Wal {
+    /// Open (or create) the log in `dir` on the real file system, recovering
+    /// whatever a crash left. See [`Wal::open_with_storage`].
+    ///
+    /// # Errors
+    /// As [`Wal::open_with_storage`].
+    pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
+        Wal::open_with_storage(Arc::new(StdStorage::new()), dir, opts)
+    }
+
+    /// Open (or create) the log in `dir` on `storage`.
+    ///
+    /// Creates the directory if needed (and fsyncs its parent), takes the
+    /// directory's exclusive lock, fsyncs the directory and every segment (so
+    /// nothing a crashed predecessor left in the page cache is trusted before
+    /// it is durable), checks every segment header, record checksum, LSN and
+    /// segment link, and repairs a torn tail of the last segment by zeroing
+    /// it and syncing. What it found is in [`Wal::recovery_report`].
+    ///
+    /// # Errors
+    /// - [`Error::Locked`] at once if another `Wal` holds the directory.
+    /// - [`Error::Corruption`] for damage that is not a torn tail (strict mode).
+    /// - [`Error::InvalidOptions`] for out-of-range options.
+    /// - [`Error::Io`] if the file system fails.
+    pub fn open_with_storage(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        opts: WalOptions,
+    ) -> Result<Wal> {
+        opts.validate()?;
+        let started = Instant::now();
+        let dir = dir.as_ref().to_path_buf();
+        let read_only = opts.recovery_mode == RecoveryMode::Salvage;
+        if !read_only {
+            storage
+                .create_dir_all(&dir)
+                .map_err(|e| Error::io("create_dir", &dir, e))?;
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            storage
+                .sync_dir(&parent)
+                .map_err(|e| Error::io("sync_dir", &parent, e))?;
+        }
+        let lock = match storage.try_lock_dir(&dir) {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => return Err(Error::Locked { path: dir }),
+            // A read-only salvage open may not be able to create the lock file.
+            Err(_) if read_only => None,
+            Err(e) => return Err(Error::io("lock", &dir, e)),
+        };
+        let rec = recover(&*storage, &dir, &opts)?;
+        let log_id = rec.log_id.unwrap_or_else(new_log_id);
+        let mut segments = rec.segments;
+        let next_lsn = rec.next_lsn;
+        let counters = Counters::default();
+
+        if !read_only {
+            let need_new = match segments.last_key_value() {
+                None => Some(1),
+                Some((&seq, tail)) => {
+                    let h = &tail.header;
+                    (h.unsynced_window_bytes < opts.unsynced_window_bytes()
+                        || h.max_record_bytes < opts.max_record_bytes)
+                        .then_some(seq + 1)
+                }
+            };
+            if let Some(seq) = need_new {
+                // The writer's bounds differ from what the tail segment's
+                // header promises its readers: start a segment that says so.
+                let header = SegmentHeader {
+                    log_id,
+                    segment_seq: seq,
+                    first_lsn: next_lsn,
+                    unsynced_window_bytes: opts.unsynced_window_bytes(),
+                    max_record_bytes: opts.max_record_bytes,
+                };
+                let (path, file) =
+                    create_segment(&*storage, &dir, &header, preallocate_bytes(&opts))?;
+                counters.segments_created.fetch_add(1, Ordering::Relaxed);
+                segments.insert(
+                    seq,
+                    SegmentInfo {
+                        path,
+                        file,
+                        header,
+                        end: SEGMENT_HEADER_BYTES,
+                        records: 0,
+                        max_time: 0,
+                    },
+                );
+            }
+        }
+
+        let (tail_seq, tail_off, io) = match segments.last_key_value() {
+            Some((&seq, tail)) => (
+                seq,
+                tail.end,
+                Some(Io {
+                    file: tail.file.clone(),
+                    path: tail.path.clone(),
+                }),
+            ),
+            None => (0, SEGMENT_HEADER_BYTES, None),
+        };
+        let mut report = rec.report;
+        report.duration = started.elapsed();
+        let state = State {
+            next_lsn,
+            tail_seq,
+            tail_off,
+            written_lsn: next_lsn - 1,
+            synced_lsn: next_lsn - 1,
+            want_sync_lsn: 0,
+            unsynced_bytes: 0,
+            last_sync: Instant::now(),
+            pending: Batch::default(),
+            spare: Batch::default(),
+            leader: false,
+            poisoned: false,
+            segments,
+        };
+        let shared = Arc::new(Shared {
+            dir,
+            storage,
+            log_id,
+            read_only,
+            state: Mutex::new(state),
+            cond: Condvar::new(),
+            io: Mutex::new(if read_only { None } else { io }),
+            retention: Mutex::new(()),
+            counters,
+            report,
+            stop: Mutex::new(false),
+            stop_cond: Condvar::new(),
+            _lock: lock,
+            opts,
+        });
+        let flusher = match shared.opts.sync_policy {
+            SyncPolicy::Periodic { interval, .. } if !read_only => {
+                let weak = Arc::downgrade(&shared);
+                Some(
+                    std::thread::Builder::new()
+                        .name("streamwal-flusher".into())
+                        .spawn(move || flusher_loop(weak, interval))
+                        .map_err(|e| Error::io("spawn flusher", "", e))?,
+                )
+            }
+            _ => None,
+        };
+        Ok(Wal { shared, flusher })
+    }
+
+    /// Append one record, stamped with the current wall-clock time in
+    /// milliseconds since the Unix epoch (see [`Wal::append_at`]).
+    ///
+    /// Under [`SyncPolicy::Always`] this returns only once the record is
+    /// durable; under the other policies once it is written to the operating
+    /// system. Safe to call from many threads: concurrent appends share syncs.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] if the payload exceeds `max_record_bytes`;
+    /// [`Error::Poisoned`] after an earlier failed write or sync;
+    /// [`Error::Io`] if this append's write or sync failed (the log is then
+    /// poisoned, and the record's fate is unknown until reopen);
+    /// [`Error::ReadOnly`] in salvage mode.
+    pub fn append(&self, payload: &[u8]) -> Result<RecordHandle> {
+        self.append_at(payload, now_millis())
+    }
+
+    /// Append one record with a caller-supplied `time` (e.g. the batch time
+    /// in ms), which [`Wal::purge_before_time`] compares against.
+    ///
+    /// # Errors
+    /// As [`Wal::append`].
+    pub fn append_at(&self, payload: &[u8], time: u64) -> Result<RecordHandle> {
+        let s = &*self.shared;
+        s.check_len(payload.len())?;
+        let mut st = s.lock_writable()?;
+        let handle = s.reserve(&mut st, payload, time);
+        s.complete(st, handle.lsn)?;
+        Ok(handle)
+    }
+
+    /// Append several records as one unit of waiting: their LSNs are
+    /// consecutive, and under [`SyncPolicy::Always`] they become durable with
+    /// one sync (several if they exceed `max_batch_bytes`). All records are
+    /// stamped with the current time.
+    ///
+    /// Not atomic across a crash: after a crash, a prefix of the batch may
+    /// survive (as with separate appends), never a record out of order.
+    ///
+    /// # Errors
+    /// As [`Wal::append`]; a payload that is too large fails the whole call
+    /// before anything is written.
+    pub fn append_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Vec<RecordHandle>> {
+        self.append_batch_at(payloads, now_millis())
+    }
+
+    /// [`Wal::append_batch`] with a caller-supplied time for every record.
+    ///
+    /// # Errors
+    /// As [`Wal::append_batch`].
+    pub fn append_batch_at<P: AsRef<[u8]>>(
+        &self,
+        payloads: &[P],
+        time: u64,
+    ) -> Result<Vec<RecordHandle>> {
+        let s = &*self.shared;
+        for p in payloads {
+            s.check_len(p.as_ref().len())?;
+        }
+        let mut handles = Vec::with_capacity(payloads.len());
+        if payloads.is_empty() {
+            return Ok(handles);
+        }
+        let mut st = s.lock_writable()?;
+        for p in payloads {
+            handles.push(s.reserve(&mut st, p.as_ref(), time));
+        }
+        let last = handles.last().map_or(0, |h| h.lsn);
+        s.complete(st, last)?;
+        Ok(handles)
+    }
+
+    /// Make every record appended so far durable (`fdatasync`). Under
+    /// [`SyncPolicy::Always`] there is nothing left to do and it returns at once.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`], [`Error::Io`] (which poisons the log), [`Error::ReadOnly`].
+    pub fn sync(&self) -> Result<()> {
+        self.shared.sync()
+    }
+
+    /// Sync, then close the log, releasing the directory lock. Dropping a
+    /// `Wal` closes it too but cannot report a failed sync.
+    ///
+    /// # Errors
+    /// As [`Wal::sync`]; a read-only log closes without syncing.
+    pub fn close(self) -> Result<()> {
+        if self.shared.read_only {
+            return Ok(());
+        }
+        self.shared.sync()
+    }
+
+    /// Read the record `handle` names, checking its checksums and that it is
+    /// the record the handle says (LSN and length).
+    ///
+    /// Costs one positional read of the frame; allocates the payload.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if the handle's segment was removed by retention or
+    /// the handle points past what this log holds; [`Error::Corruption`] if
+    /// the bytes there fail their checks or are another record; [`Error::Io`].
+    pub fn read(&self, handle: &RecordHandle) -> Result<Vec<u8>> {
+        self.shared.read(handle)
+    }
+
+    /// Iterate over every record in the log, in LSN order, from the oldest
+    /// retained. The iterator sees the records written when it was created.
+    pub fn iter(&self) -> WalIter {
+        let first = {
+            match self.shared.state.lock() {
+                Ok(st) => st
+                    .segments
+                    .first_key_value()
+                    .map_or(st.next_lsn, |(_, s)| s.header.first_lsn),
+                Err(_) => 1,
+            }
+        };
+        self.iter_from(first)
+    }
+
+    /// Iterate in LSN order from record `lsn` (the first item is `lsn` itself
+    /// if it exists). If `lsn` was already removed by retention, the first
+    /// item is [`Error::NotFound`].
+    pub fn iter_from(&self, lsn: u64) -> WalIter {
+        let s = &*self.shared;
+        let st = match s.state.lock() {
+            Ok(st) => st,
+            Err(_) => return WalIter::failed(Error::Poisoned),
+        };
+        let segs: Vec<SegmentInfo> = st.segments.values().cloned().collect();
+        WalIter::new(segs, lsn, st.written_lsn, s.read_only)
+    }
+
+    /// Delete every sealed segment whose records all have LSNs below `lsn`,
+    /// oldest first, fsyncing the directory after each delete. The segment
+    /// being written is never deleted. Call it once a durable checkpoint
+    /// covers everything before `lsn`. Returns how many segments were deleted.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a delete or directory sync fails (segments deleted
+    /// before it stay deleted; a retry finishes the job); [`Error::Poisoned`];
+    /// [`Error::ReadOnly`].
+    pub fn purge_before_lsn(&self, lsn: u64) -> Result<usize> {
+        self.shared.purge(|seg| seg.next_lsn() <= lsn)
+    }
+
+    /// Delete every sealed segment, oldest first and stopping at the first
+    /// that does not qualify, whose records all have a time below `time`
+    /// (Spark's `clean(threshTime)`). As [`Wal::purge_before_lsn`] otherwise.
+    ///
+    /// # Errors
+    /// As [`Wal::purge_before_lsn`].
+    pub fn purge_before_time(&self, time: u64) -> Result<usize> {
+        self.shared.purge(|seg| seg.max_time < time)
+    }
+
+    /// LSN of the oldest retained record, or `None` if the log has none.
+    pub fn first_lsn(&self) -> Option<u64> {
+        let st = self.shared.state.lock().ok()?;
+        let first = st.segments.first_key_value()?.1.header.first_lsn;
+        (first <= st.written_lsn).then_some(first)
+    }
+
+    /// LSN of the newest written record, or `None` if the log has none.
+    pub fn last_lsn(&self) -> Option<u64> {
+        let st = self.shared.state.lock().ok()?;
+        let first = st.segments.first_key_value()?.1.header.first_lsn;
+        (first <= st.written_lsn).then_some(st.written_lsn)
+    }
+
+    /// What opening the log found and did.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.shared.report
+    }
+
+    /// Counters of the log's work since it was opened.
+    pub fn stats(&self) -> WalStats {
+        let c = &self.shared.counters;
+        WalStats {
+            records_appended: c.records.load(Ordering::Relaxed),
+            bytes_written: c.bytes.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            data_syncs: c.data_syncs.load(Ordering::Relaxed),
+            segments_created: c.segments_created.load(Ordering::Relaxed),
+            segments_removed: c.segments_removed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// True once a failed write or sync has poisoned the log.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.state.lock().map_or(true, |st| st.poisoned)
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        if let Ok(mut stop) = self.shared.stop.lock() {
+            *stop = true;
+        }
+        self.shared.stop_cond.notify_all();
+        if let Some(t) = self.flusher.take() {
+            let _ = t.join();
+        }
+        // A periodic log promises bounded staleness: honour it at close.
+        if matches!(self.shared.opts.sync_policy, SyncPolicy::Periodic { .. })
+            && !self.shared.read_only
+        {
+            let _ = self.shared.sync();
+        }
+    }
+}
+
+fn flusher_loop(weak: Weak<Shared>, interval: std::time::Duration) {
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        {
+            let Ok(stop) = shared.stop.lock() else { return };
+            if *stop {
+                return;
+            }
+            let Ok((stop, _)) = shared.stop_cond.wait_timeout(stop, interval) else {
+                return;
+            };
+            if *stop {
+                return;
+            }
+        }
+        // Errors poison the log; appenders and sync() report them.
+        let _ = shared.sync();
+    }
+}
+
+pub(super) fn preallocate_bytes(opts: &WalOptions) -> u64 {
+    if opts.preallocate {
+        opts.segment_bytes
+    } else {
+        0
+    }
+}
+
+impl Shared {
+    fn read(&self, h: &RecordHandle) -> Result<Vec<u8>> {
+        let not_found = Error::NotFound {
+            lsn: h.lsn,
+            segment: h.segment,
+        };
+        let (file, path, header, end) = {
+            let st = self.lock()?;
+            let Some(seg) = st.segments.get(&h.segment) else {
+                return Err(not_found);
+            };
+            (seg.file.clone(), seg.path.clone(), seg.header, seg.end)
+        };
+        let frame_end = h
+            .offset
+            .saturating_add(FRAME_HEADER_BYTES + u64::from(h.len));
+        if h.offset < SEGMENT_HEADER_BYTES || h.len > header.max_record_bytes || frame_end > end {
+            return Err(not_found);
+        }
+        let mut buf = vec![0u8; (frame_end - h.offset) as usize];
+        let whole = crate::storage::read_exact_at(&*file, &mut buf, h.offset)
+            .map_err(|e| Error::io("read", &path, e))?;
+        let corrupt = |kind| Error::corruption(&path, h.offset, kind);
+        if !whole {
+            return Err(corrupt(crate::error::CorruptionKind::Truncated));
+        }
+        let identity = header.identity();
+        let hb: [u8; FRAME_HEADER_BYTES as usize] =
+            buf[..FRAME_HEADER_BYTES as usize]
+                .try_into()
+                .map_err(|_| corrupt(crate::error::CorruptionKind::Truncated))?;
+        let fh = match super::format::decode_frame_header(&identity, &hb, header.max_record_bytes) {
+            Ok(fh) => fh,
+            Err(super::format::FrameHeaderError::Zero) => {
+                return Err(corrupt(crate::error::CorruptionKind::BadFrame(
+                    "zero frame",
+                )));
+            }
+            Err(super::format::FrameHeaderError::Invalid(k)) => return Err(corrupt(k.into())),
+        };
+        if fh.lsn != h.lsn || fh.payload_len != h.len {
+            return Err(corrupt(crate::error::CorruptionKind::HandleMismatch));
+        }
+        super::format::check_payload(&identity, &hb, &fh, &buf[FRAME_HEADER_BYTES as usize..])
+            .map_err(corrupt)?;
+        buf.drain(..FRAME_HEADER_BYTES as usize);
+        Ok(buf)
+    }
+
+    fn purge(&self, qualifies: impl Fn(&SegmentInfo) -> bool) -> Result<usize> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let _one_at_a_time = self.retention.lock().map_err(|_| Error::Poisoned)?;
+        let victims: Vec<SegmentInfo> = {
+            let mut st = self.lock()?;
+            if st.poisoned {
+                return Err(Error::Poisoned);
+            }
+            // Only segments with a successor in the map are sealed and fully
+            // accounted for (the leader publishes both together).
+            let Some((&tail, _)) = st.segments.last_key_value() else {
+                return Ok(0);
+            };
+            let seqs: Vec<u64> = st
+                .segments
+                .iter()
+                .take_while(|(seq, seg)| **seq < tail && qualifies(seg))
+                .map(|(seq, _)| *seq)
+                .collect();
+            seqs.iter().filter_map(|s| st.segments.remove(s)).collect()
+        };
+        let mut removed = 0;
+        for seg in victims {
+            match self.storage.remove(&seg.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &seg.path, e)),
+            }
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io("sync_dir", &self.dir, e))?;
+            self.counters
+                .segments_removed
+                .fetch_add(1, Ordering::Relaxed);
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
