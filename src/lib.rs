@@ -32,6 +32,8 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod storage;
 pub mod wal;

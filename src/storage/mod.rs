@@ -8,13 +8,16 @@
 //!
 //! Implementations in this crate:
 //! - [`StdStorage`]: the operating system's file system (Unix).
+//! - [`MemStorage`]: in memory, nothing ever lost; for fast tests and fuzzing.
 //! - [`FaultyStorage`]: wraps another storage and injects failures (EIO on a
 //!   chosen sync, ENOSPC after a byte budget) and counts syncs.
 
 mod fault;
+mod mem;
 mod std_fs;
 
 pub use fault::{FaultPlan, FaultyStorage};
+pub use mem::MemStorage;
 pub use std_fs::StdStorage;
 
 use std::fmt;

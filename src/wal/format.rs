@@ -323,32 +323,6 @@ pub fn check_payload(
     Ok(())
 }
 
-/// Decode a whole frame from `buf` (header and payload contiguous), returning
-/// the header and the payload slice.
-pub fn decode_frame<'a>(
-    identity: &[u8; 16],
-    buf: &'a [u8],
-    max_payload: u32,
-) -> Result<(FrameHeader, &'a [u8]), FrameHeaderError> {
-    let Some(h) = buf.first_chunk::<FRAME_HDR>() else {
-        return Err(FrameHeaderError::Invalid(CorruptionKindLite::BadKind));
-    };
-    let header = decode_frame_header(identity, h, max_payload)?;
-    let end = FRAME_HDR + header.payload_len as usize;
-    let Some(payload) = buf.get(FRAME_HDR..end) else {
-        return Err(FrameHeaderError::Invalid(CorruptionKindLite::BadKind));
-    };
-    match check_payload(identity, h, &header, payload) {
-        Ok(()) => Ok((header, payload)),
-        Err(_) => Err(FrameHeaderError::Invalid(
-            CorruptionKindLite::HeaderChecksum {
-                expected: header.crc,
-                actual: 0,
-            },
-        )),
-    }
-}
-
 fn le_u32(b: &[u8]) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[..4]);
