@@ -90,7 +90,9 @@ pub fn open_log(data: &[u8]) {
         count += 1;
     }
     assert_eq!(count, wal.recovery_report().records);
-    let next = wal.last_lsn().map_or(wal.first_lsn().unwrap_or(1), |l| l + 1);
+    let next = wal
+        .last_lsn()
+        .map_or(wal.first_lsn().unwrap_or(1), |l| l + 1);
     let h = match wal.append(b"fuzz") {
         Ok(h) => h,
         Err(e) => panic!("append after a clean open failed: {e:?}"),

@@ -42,3 +42,8 @@ pub use error::{CorruptionKind, Error, Result};
 pub use wal::{
     RecordHandle, RecoveryMode, RecoveryReport, SyncPolicy, Wal, WalIter, WalOptions, WalStats,
 };
+
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -136,7 +136,11 @@ impl Storage for MemStorage {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.fs().files.remove(path).map(|_| ()).ok_or_else(not_found)
+        self.fs()
+            .files
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(not_found)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
