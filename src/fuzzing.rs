@@ -64,10 +64,8 @@ pub fn open_log(data: &[u8]) {
         ..fuzz_options()
     };
     if let Ok(wal) = Wal::open_with_storage(shared.clone(), dir, salvage) {
-        for item in wal.iter() {
-            if let Ok((h, payload)) = item {
-                assert_eq!(h.len() as usize, payload.len());
-            }
+        for (h, payload) in wal.iter().flatten() {
+            assert_eq!(h.len() as usize, payload.len());
         }
     }
 

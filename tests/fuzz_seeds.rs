@@ -8,7 +8,9 @@ use streamwal::storage::{MemStorage, Storage};
 use streamwal::{Wal, WalOptions};
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds")
+        .join(target);
     let mut out: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -57,7 +59,11 @@ fn open_log_holds_on_seeds_and_mutations() {
         fuzzing::open_log(&seed);
         for m in mutations(&seed, 150, seed.len() as u64 | 1) {
             let r = std::panic::catch_unwind(|| fuzzing::open_log(&m));
-            assert!(r.is_ok(), "open_log panicked on a mutation of {}", path.display());
+            assert!(
+                r.is_ok(),
+                "open_log panicked on a mutation of {}",
+                path.display()
+            );
         }
     }
 }
