@@ -144,13 +144,11 @@ fn kill_nine_loses_nothing_acknowledged() {
         let wal = Wal::open(&dir, options())
             .unwrap_or_else(|e| panic!("round {round} (seed {seed}): open after kill failed: {e}"));
         total_torn += wal.recovery_report().torn_bytes;
-        let mut next = 1;
         let mut found: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
         let mut last_counter: BTreeMap<(u64, u64), u64> = BTreeMap::new();
-        for item in wal.iter() {
+        for (next, item) in (1..).zip(wal.iter()) {
             let (h, p) = item.unwrap();
             assert_eq!(h.lsn(), next, "round {round}: LSNs must be dense");
-            next += 1;
             let id = parse_id(&p).unwrap_or_else(|| panic!("LSN {}: invented payload", h.lsn()));
             assert_eq!(
                 p,
