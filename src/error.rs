@@ -67,6 +67,25 @@ pub enum Error {
     /// The log was opened read-only (salvage mode) and cannot be written.
     #[error("the log is open read-only")]
     ReadOnly,
+    /// A value could not be encoded (the engine's type refused to serialize).
+    #[error("cannot encode {what}")]
+    Encode {
+        /// What was being encoded (`"checkpoint"`, `"journal event"`, ...).
+        what: &'static str,
+        /// The serializer's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Bytes that passed their checksum do not decode as the expected type:
+    /// usually the engine's type changed since the bytes were written.
+    #[error("cannot decode {what}")]
+    Decode {
+        /// What was being decoded.
+        what: &'static str,
+        /// The deserializer's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The options passed to `open` are out of range.
     #[error("invalid option: {0}")]
     InvalidOptions(&'static str),

@@ -31,11 +31,14 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod checkpoint;
+pub mod codec;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
 pub mod storage;
+pub mod tracker;
 pub mod wal;
 
 pub use error::{CorruptionKind, Error, Result};

@@ -45,6 +45,13 @@ pub const SCAN_CHUNK_BYTES: usize = 1 << 20;
 /// unsynced bytes (`SyncPolicy::Never`, or a purely time-based policy).
 pub const UNSYNCED_WINDOW_UNBOUNDED: u64 = u64::MAX;
 
+/// Most bytes the decoder may allocate for one checkpoint or journal event,
+/// and the largest encoded checkpoint accepted: 1 GiB.
+pub const DECODE_BYTES_MAX: usize = 1 << 30;
+
+/// Default number of checkpoints kept on disk.
+pub const CHECKPOINTS_KEPT_DEFAULT: usize = 10;
+
 const _: () = assert!(SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES <= SEGMENT_BYTES_MIN);
 const _: () = assert!(RECORD_BYTES_DEFAULT <= RECORD_BYTES_MAX);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT >= SEGMENT_BYTES_MIN);

@@ -1,0 +1,31 @@
+//! The checkpoint store: atomic, checksummed snapshots of the engine's
+//! transformation graph and the batch metadata, newest-valid-first reads,
+//! retention, and a background writer.
+
+use crate::tracker::TrackerState;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One checkpoint: everything a restarted driver needs besides the journal
+/// events written after it and the receiver log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint<G> {
+    /// The batch time the checkpoint was taken at (ms).
+    pub batch_time: u64,
+    /// The engine's batch interval (ms).
+    pub batch_interval_ms: u64,
+    /// The engine's transformation graph (any serde type it defines).
+    pub graph: G,
+    /// The schema version of `graph`, owned by the engine; stored apart from
+    /// the graph's bytes so a later engine can migrate old graphs.
+    pub graph_version: u32,
+    /// Batch times generated but not completed when the checkpoint was taken.
+    pub pending_batches: Vec<u64>,
+    /// Every journal event with an LSN up to and including this one is
+    /// reflected in `tracker` (0: none).
+    pub journal_lsn: u64,
+    /// The tracker's state at `journal_lsn`.
+    pub tracker: TrackerState,
+    /// Free-form source positions (e.g. Kafka partition -> offset).
+    pub source_offsets: BTreeMap<String, String>,
+}
