@@ -63,6 +63,8 @@ pub struct TrackerState {
     pub last_allocated_time: u64,
     /// Batches with a time below this have been cleaned up (0 if never).
     pub cleaned_before: u64,
+    /// The highest receiver-log LSN of any block ever added (0 if none).
+    pub last_block_lsn: u64,
 }
 
 impl TrackerState {
@@ -71,6 +73,7 @@ impl TrackerState {
     pub fn apply(&mut self, event: &Event) {
         match event {
             Event::BlockAdded(b) => {
+                self.last_block_lsn = self.last_block_lsn.max(b.handle.lsn());
                 self.unallocated
                     .entry(b.stream_id)
                     .or_default()

@@ -1,0 +1,295 @@
+//! The block tracker over its journal (a second write-ahead log).
+
+use super::state::{BatchBlocks, BlockInfo, Event, TrackerState};
+use crate::codec;
+use crate::error::{CorruptionKind, Error, Result};
+use crate::storage::{StdStorage, Storage};
+use crate::wal::{Wal, WalOptions};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Tracks received blocks and their allocation to batches, journaling every
+/// change durably before it takes effect, like Spark's `ReceivedBlockTracker`
+/// plus an output commit log.
+///
+/// Every method that changes the state appends one event to the journal under
+/// [`crate::SyncPolicy::Always`] (concurrent calls share one `fdatasync`) and
+/// returns only once it is durable. Events are applied to the in-memory state
+/// in journal (LSN) order, so replaying the journal rebuilds exactly the
+/// state the live tracker had. `BlockTracker` is `Send + Sync`.
+#[derive(Debug)]
+pub struct BlockTracker {
+    journal: Wal,
+    inner: Mutex<Inner>,
+    applied: Condvar,
+    allocating: Mutex<()>,
+    replay: JournalReplay,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: TrackerState,
+    /// Every event with an LSN up to this one is applied to `state`.
+    applied_lsn: u64,
+    /// Durable events waiting for an earlier LSN to be applied first.
+    waiting: BTreeMap<u64, Event>,
+}
+
+/// What opening the tracker replayed.
+#[derive(Debug, Clone, Default)]
+pub struct JournalReplay {
+    /// Journal events applied on top of the snapshot.
+    pub events_replayed: u64,
+    /// The journal's own recovery (torn bytes and the like).
+    pub journal: crate::wal::RecoveryReport,
+    /// Time the replay took, journal recovery included.
+    pub duration: Duration,
+}
+
+impl BlockTracker {
+    /// Open the tracker whose journal is in `dir` on the real file system.
+    /// See [`BlockTracker::open_with_storage`].
+    ///
+    /// # Errors
+    /// As [`BlockTracker::open_with_storage`].
+    pub fn open(
+        dir: impl AsRef<Path>,
+        snapshot: Option<(TrackerState, u64)>,
+        opts: WalOptions,
+    ) -> Result<BlockTracker> {
+        BlockTracker::open_with_storage(Arc::new(StdStorage::new()), dir, snapshot, opts)
+    }
+
+    /// Open the tracker whose journal is in `dir`: start from `snapshot`, a
+    /// state that reflects every journal event up to the given LSN (from a
+    /// checkpoint; `None` means the empty state at LSN 0), and apply every
+    /// later event in the journal.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] if the journal no longer holds the events right
+    /// after the snapshot (retired too far, or lost), or ends before the
+    /// snapshot's LSN (the journal lost its newest segments); an event that
+    /// passes its checksum but does not decode is [`Error::Decode`]; and the
+    /// journal's own [`Wal::open_with_storage`] errors.
+    pub fn open_with_storage(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        snapshot: Option<(TrackerState, u64)>,
+        opts: WalOptions,
+    ) -> Result<BlockTracker> {
+        let started = Instant::now();
+        let dir = dir.as_ref();
+        let journal = Wal::open_with_storage(storage, dir, opts)?;
+        let (mut state, snap_lsn) = snapshot.unwrap_or_default();
+        let last = journal.last_lsn().unwrap_or(0);
+        if last < snap_lsn {
+            return Err(Error::corruption(
+                dir,
+                0,
+                CorruptionKind::LsnOutOfOrder {
+                    expected: snap_lsn,
+                    found: last,
+                },
+            ));
+        }
+        let mut replayed = 0;
+        let mut applied_lsn = snap_lsn;
+        if last > snap_lsn {
+            for item in journal.iter_from(snap_lsn + 1) {
+                let (h, bytes) = item.map_err(|e| match e {
+                    Error::NotFound { lsn, segment } => Error::corruption(
+                        dir,
+                        0,
+                        CorruptionKind::MissingSegment {
+                            expected: lsn,
+                            found: segment,
+                        },
+                    ),
+                    other => other,
+                })?;
+                let event: Event = codec::decode(&bytes, "journal event")?;
+                state.apply(&event);
+                applied_lsn = h.lsn();
+                replayed += 1;
+            }
+        }
+        let replay = JournalReplay {
+            events_replayed: replayed,
+            journal: journal.recovery_report().clone(),
+            duration: started.elapsed(),
+        };
+        Ok(BlockTracker {
+            journal,
+            inner: Mutex::new(Inner {
+                state,
+                applied_lsn,
+                waiting: BTreeMap::new(),
+            }),
+            applied: Condvar::new(),
+            allocating: Mutex::new(()),
+            replay,
+        })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+        self.inner.lock().map_err(|_| Error::Poisoned)
+    }
+
+    /// Journal `event` durably, then apply it (and any later events that
+    /// were waiting for it) in LSN order. Returns the event's LSN.
+    fn record(&self, event: Event) -> Result<u64> {
+        let bytes = codec::encode(&event, "journal event")?;
+        let lsn = self.journal.append(&bytes)?.lsn();
+        let mut inner = self.lock()?;
+        inner.waiting.insert(lsn, event);
+        loop {
+            let next = inner.applied_lsn + 1;
+            let Some(ev) = inner.waiting.remove(&next) else {
+                break;
+            };
+            inner.state.apply(&ev);
+            inner.applied_lsn = next;
+        }
+        drop(inner);
+        self.applied.notify_all();
+        Ok(lsn)
+    }
+
+    /// Wait until every event up to `lsn` is applied.
+    fn wait_applied(&self, lsn: u64) -> Result<MutexGuard<'_, Inner>> {
+        let mut inner = self.lock()?;
+        while inner.applied_lsn < lsn {
+            if self.journal.is_poisoned() {
+                return Err(Error::Poisoned);
+            }
+            inner = self
+                .applied
+                .wait_timeout(inner, Duration::from_millis(50))
+                .map_err(|_| Error::Poisoned)?
+                .0;
+        }
+        Ok(inner)
+    }
+
+    /// Record that `block` is stored in the receiver log. Returns once the
+    /// event is durable: from then on the block survives any crash, and the
+    /// receiver may acknowledge its source.
+    ///
+    /// # Errors
+    /// The journal's append errors ([`Error::Poisoned`], [`Error::Io`], ...).
+    pub fn add_block(&self, block: BlockInfo) -> Result<()> {
+        self.record(Event::BlockAdded(block)).map(|_| ())
+    }
+
+    /// Give every unallocated block to the batch at `batch_time`, journal the
+    /// allocation durably, and return it. Deterministic and idempotent: a
+    /// batch time already allocated returns the same blocks again without
+    /// journaling anything. A batch time at or before the newest allocated
+    /// one that was never allocated (or was cleaned up) gets no blocks and
+    /// journals nothing: blocks only ever move forward in time.
+    ///
+    /// # Errors
+    /// The journal's append errors.
+    pub fn allocate_blocks_to_batch(&self, batch_time: u64) -> Result<BatchBlocks> {
+        let _one_at_a_time = self.allocating.lock().map_err(|_| Error::Poisoned)?;
+        let blocks = {
+            let inner = self.lock()?;
+            if let Some(blocks) = inner.state.allocated.get(&batch_time) {
+                return Ok(blocks.clone());
+            }
+            if batch_time <= inner.state.last_allocated_time
+                || batch_time < inner.state.cleaned_before
+            {
+                return Ok(BatchBlocks::new());
+            }
+            inner.state.unallocated.clone()
+        };
+        let lsn = self.record(Event::BatchAllocated {
+            batch_time,
+            blocks: blocks.clone(),
+        })?;
+        drop(self.wait_applied(lsn)?);
+        Ok(blocks)
+    }
+
+    /// Record durably that the output of the batch at `batch_time` is
+    /// complete (the output commit log). A recovered engine does not run a
+    /// committed batch again.
+    ///
+    /// # Errors
+    /// The journal's append errors.
+    pub fn commit_batch(&self, batch_time: u64) -> Result<()> {
+        self.record(Event::BatchCommitted { batch_time }).map(|_| ())
+    }
+
+    /// Record durably that everything about batches before `before` may be
+    /// forgotten, and forget it. Follow with
+    /// [`BlockTracker::cleanup_receiver_log`] to free their blocks' space.
+    ///
+    /// # Errors
+    /// The journal's append errors.
+    pub fn cleanup(&self, before: u64) -> Result<()> {
+        self.record(Event::Cleanup { before }).map(|_| ())
+    }
+
+    /// Delete the receiver log's sealed segments that hold only blocks the
+    /// tracker no longer knows (cleaned batches): everything below the oldest
+    /// block still unallocated or allocated to a live batch, and never past
+    /// the newest block ever added. Returns how many segments were deleted.
+    ///
+    /// Blocks must be added in receiver-log order (or this must not run while
+    /// an `add_block` is in flight): a block appended to the receiver log but
+    /// not yet added here is protected only if its LSN is above the newest
+    /// added block's.
+    ///
+    /// # Errors
+    /// The receiver log's [`Wal::purge_before_lsn`] errors.
+    pub fn cleanup_receiver_log(&self, receiver: &Wal) -> Result<usize> {
+        let bound = {
+            let inner = self.lock()?;
+            let newest = inner.state.last_block_lsn + 1;
+            inner.state.min_live_lsn().unwrap_or(newest).min(newest)
+        };
+        receiver.purge_before_lsn(bound)
+    }
+
+    /// The state and the journal LSN it reflects (every event up to it), for
+    /// a checkpoint.
+    pub fn snapshot(&self) -> Result<(TrackerState, u64)> {
+        let inner = self.lock()?;
+        Ok((inner.state.clone(), inner.applied_lsn))
+    }
+
+    /// Delete journal segments whose events all have LSNs at or below
+    /// `covered_lsn`: call it with the `journal_lsn` of the oldest checkpoint
+    /// a recovery may fall back to. Returns how many segments were deleted.
+    ///
+    /// # Errors
+    /// The journal's [`Wal::purge_before_lsn`] errors.
+    pub fn retire_journal(&self, covered_lsn: u64) -> Result<usize> {
+        self.journal.purge_before_lsn(covered_lsn.saturating_add(1))
+    }
+
+    /// The blocks allocated to `batch_time`, if it is allocated and not
+    /// cleaned up.
+    pub fn batch(&self, batch_time: u64) -> Result<Option<BatchBlocks>> {
+        Ok(self.lock()?.state.allocated.get(&batch_time).cloned())
+    }
+
+    /// True if the batch at `batch_time` is committed (and not cleaned up).
+    pub fn is_committed(&self, batch_time: u64) -> Result<bool> {
+        Ok(self.lock()?.state.committed.contains(&batch_time))
+    }
+
+    /// What opening the tracker replayed.
+    pub fn replay_report(&self) -> &JournalReplay {
+        &self.replay
+    }
+
+    /// The journal itself (for inspection and statistics).
+    pub fn journal(&self) -> &Wal {
+        &self.journal
+    }
+}
