@@ -32,12 +32,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T
             max: DECODE_BYTES_MAX as u64,
         });
     }
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config()).map_err(|e| {
-        Error::Decode {
+    let (value, used) =
+        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| Error::Decode {
             what,
             source: Box::new(e),
-        }
-    })?;
+        })?;
     if used != bytes.len() {
         return Err(Error::Decode {
             what,

@@ -37,6 +37,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+pub mod recovery;
 pub mod storage;
 pub mod tracker;
 pub mod wal;

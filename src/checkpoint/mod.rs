@@ -2,6 +2,20 @@
 //! transformation graph and the batch metadata, newest-valid-first reads,
 //! retention, and a background writer.
 
+mod format;
+mod store;
+mod writer;
+
+pub use format::{
+    CHECKPOINT_FORMAT_VERSION, CHECKPOINT_HEADER_BYTES, CHECKPOINT_MAGIC, CheckpointHeader,
+    decode_body, decode_file, encode_file,
+};
+pub use store::{
+    CheckpointOptions, CheckpointStore, EncodedCheckpoint, LatestCheckpoint, SkippedCheckpoint,
+    checkpoint_file_name,
+};
+pub use writer::{CheckpointWriter, WriterStats};
+
 use crate::tracker::TrackerState;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

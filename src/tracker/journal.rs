@@ -221,7 +221,8 @@ impl BlockTracker {
     /// # Errors
     /// The journal's append errors.
     pub fn commit_batch(&self, batch_time: u64) -> Result<()> {
-        self.record(Event::BatchCommitted { batch_time }).map(|_| ())
+        self.record(Event::BatchCommitted { batch_time })
+            .map(|_| ())
     }
 
     /// Record durably that everything about batches before `before` may be
