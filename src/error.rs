@@ -152,6 +152,15 @@ pub enum CorruptionKind {
     },
     /// A handle does not match the record at its position.
     HandleMismatch,
+    /// The log ends before a record that something durable refers to (a
+    /// checkpoint's journal position, a tracked block): its newest
+    /// segments are gone.
+    LogTooShort {
+        /// The LSN referred to.
+        needed: u64,
+        /// The log's last LSN (0 if empty).
+        last: u64,
+    },
 }
 
 impl fmt::Display for CorruptionKind {
@@ -189,6 +198,10 @@ impl fmt::Display for CorruptionKind {
                 "damaged record was already durable (proven by record {proven_by_lsn})"
             ),
             Self::HandleMismatch => f.write_str("handle does not match the record at its offset"),
+            Self::LogTooShort { needed, last } => write!(
+                f,
+                "the log ends at LSN {last} but LSN {needed} is referred to"
+            ),
         }
     }
 }

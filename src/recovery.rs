@@ -6,7 +6,7 @@
 //! moment of the crash; from the two come the batches that must run again.
 
 use crate::checkpoint::{Checkpoint, CheckpointOptions, CheckpointStore, SkippedCheckpoint};
-use crate::error::{Error, Result};
+use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::DOWNTIME_BATCHES_MAX;
 use crate::storage::{StdStorage, Storage};
 use crate::tracker::{BatchBlocks, BlockInfo, BlockTracker, StreamId};
@@ -217,8 +217,22 @@ where
         snapshot,
         opts.journal.clone(),
     )?;
-    let receiver_log = Wal::open_with_storage(storage, receiver_dir, opts.receiver_log.clone())?;
+    let receiver_log =
+        Wal::open_with_storage(storage, receiver_dir.as_ref(), opts.receiver_log.clone())?;
     let (state, journal_lsn) = tracker.snapshot()?;
+    // Every acknowledged block must still be in the receiver log: a log whose
+    // newest segments vanished cannot tell by itself.
+    let receiver_last = receiver_log.next_lsn().saturating_sub(1);
+    if state.last_block_lsn > receiver_last {
+        return Err(Error::corruption(
+            receiver_dir.as_ref(),
+            0,
+            CorruptionKind::LogTooShort {
+                needed: state.last_block_lsn,
+                last: receiver_last,
+            },
+        ));
+    }
 
     let fresh = checkpoint.is_none() && journal_lsn == 0;
     let (graph, graph_version, interval, recovered) = match checkpoint {

@@ -83,14 +83,14 @@ impl BlockTracker {
         let dir = dir.as_ref();
         let journal = Wal::open_with_storage(storage, dir, opts)?;
         let (mut state, snap_lsn) = snapshot.unwrap_or_default();
-        let last = journal.last_lsn().unwrap_or(0);
+        let last = journal.next_lsn().saturating_sub(1);
         if last < snap_lsn {
             return Err(Error::corruption(
                 dir,
                 0,
-                CorruptionKind::LsnOutOfOrder {
-                    expected: snap_lsn,
-                    found: last,
+                CorruptionKind::LogTooShort {
+                    needed: snap_lsn,
+                    last,
                 },
             ));
         }

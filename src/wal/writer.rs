@@ -422,6 +422,12 @@ impl Wal {
         (first <= st.written_lsn).then_some(st.written_lsn)
     }
 
+    /// The LSN the next append will get: one past the newest record ever
+    /// written, whether or not retention has deleted it since.
+    pub fn next_lsn(&self) -> u64 {
+        self.shared.state.lock().map_or(0, |st| st.written_lsn + 1)
+    }
+
     /// What opening the log found and did.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.shared.report
