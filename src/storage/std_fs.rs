@@ -33,6 +33,16 @@ struct StdLock(#[allow(dead_code)] File);
 
 impl DirLock for StdLock {}
 
+impl Drop for StdLock {
+    fn drop(&mut self) {
+        // Unlock explicitly rather than rely on close: a child process forked
+        // by another thread shares this open file description until it execs,
+        // and the flock lives as long as any descriptor of it. An explicit
+        // unlock releases it at once for every sharer.
+        let _ = self.0.unlock();
+    }
+}
+
 impl Storage for StdStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         fs::create_dir_all(dir)
