@@ -21,6 +21,7 @@ use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::{SEGMENT_HEADER_BYTES, ZERO_CHUNK_BYTES};
 use crate::storage::{OpenMode, Storage, StorageFile, read_exact_at};
 use std::collections::BTreeMap;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -96,10 +97,14 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &WalOptions) -> R
             EntryKind::Segment(seq) => seqs.push(seq),
             EntryKind::Temp if !salvage => {
                 let path = dir.join(&name);
-                storage
-                    .remove(&path)
-                    .map_err(|e| Error::io("remove", &path, e))?;
-                report.removed_temp_files.push(name);
+                match storage.remove(&path) {
+                    Ok(()) => report.removed_temp_files.push(name),
+                    // A directory that merely looks like ours is not ours.
+                    Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
+                        report.ignored_files.push(name)
+                    }
+                    Err(e) => return Err(Error::io("remove", &path, e)),
+                }
             }
             EntryKind::Temp | EntryKind::Foreign => report.ignored_files.push(name),
         }
@@ -122,9 +127,16 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &WalOptions) -> R
         } else {
             OpenMode::ReadWrite
         };
-        let file = storage
-            .open(&path, mode)
-            .map_err(|e| Error::io("open", &path, e))?;
+        let file = match storage.open(&path, mode) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
+                report
+                    .ignored_files
+                    .push(super::segment::segment_file_name(seq));
+                continue;
+            }
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
         if !salvage {
             file.sync_data()
                 .map_err(|e| Error::io("sync_data", &path, e))?;
