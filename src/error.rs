@@ -161,6 +161,14 @@ pub enum CorruptionKind {
         /// The log's last LSN (0 if empty).
         last: u64,
     },
+    /// The log no longer holds a record that something durable needs (its
+    /// segment was deleted by retention too early, or lost).
+    LogStartsTooLate {
+        /// The LSN needed.
+        needed: u64,
+        /// The oldest LSN the log holds (0 if none).
+        first: u64,
+    },
 }
 
 impl fmt::Display for CorruptionKind {
@@ -198,6 +206,10 @@ impl fmt::Display for CorruptionKind {
                 "damaged record was already durable (proven by record {proven_by_lsn})"
             ),
             Self::HandleMismatch => f.write_str("handle does not match the record at its offset"),
+            Self::LogStartsTooLate { needed, first } => write!(
+                f,
+                "LSN {needed} is needed but the log starts at LSN {first}"
+            ),
             Self::LogTooShort { needed, last } => write!(
                 f,
                 "the log ends at LSN {last} but LSN {needed} is referred to"

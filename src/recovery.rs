@@ -57,7 +57,8 @@ impl ContextOptions {
 pub enum RunReason {
     /// Generated but not completed when the checkpoint was taken.
     PendingAtCheckpoint,
-    /// Allocated (journaled) after the checkpoint, never committed.
+    /// Allocated (journaled) and never committed, and not listed as pending
+    /// in the checkpoint.
     AllocatedNotCommitted,
     /// Its time fell while the driver was down.
     Downtime,
@@ -70,7 +71,9 @@ pub struct BatchToRun {
     pub batch_time: u64,
     /// Its blocks per stream if it was allocated before the crash; `None` if
     /// not yet allocated: call [`BlockTracker::allocate_blocks_to_batch`]
-    /// when running it (the first such batch takes every unallocated block).
+    /// when running it. Blocks only move forward in time: the first such
+    /// batch after the newest allocated one takes every unallocated block; a
+    /// never-allocated batch older than the newest allocated one gets none.
     pub blocks: Option<BatchBlocks>,
     /// Why it runs.
     pub reason: RunReason,
@@ -132,8 +135,6 @@ pub struct StreamingContext<G> {
     pub recovered: Option<Recovered>,
     /// What recovery found and did.
     pub report: ContextReport,
-    /// Journal positions of the checkpoints this context wrote, oldest first.
-    written_journal_lsns: Vec<u64>,
 }
 
 /// Open the context in `checkpoint_dir` (checkpoints, and the journal in its
@@ -288,7 +289,6 @@ where
         checkpoints: Arc::new(store),
         recovered,
         report,
-        written_journal_lsns: Vec::new(),
     })
 }
 
@@ -328,7 +328,9 @@ fn batches_to_run(
     .into_iter()
     .max()
     .unwrap_or(0);
-    if last > 0 && now_ms > last {
+    let has_history =
+        checkpoint_time.is_some() || state.last_allocated_time > 0 || !pending.is_empty();
+    if has_history && now_ms > last {
         let count = (now_ms - last) / interval;
         if count > DOWNTIME_BATCHES_MAX {
             return Err(Error::InvalidOptions(
@@ -362,9 +364,8 @@ impl<G> StreamingContext<G> {
 
 impl<G: Serialize> StreamingContext<G> {
     /// Write a checkpoint of the graph and the tracker now, synchronously
-    /// (durable when it returns), then retire the journal up to the
-    /// previous checkpoint this context wrote, so a recovery that has to
-    /// fall back one checkpoint still finds its events.
+    /// (durable when it returns), then [retire the
+    /// journal](StreamingContext::retire_journal).
     ///
     /// # Errors
     /// [`CheckpointStore::write`] and [`BlockTracker::retire_journal`] errors.
@@ -386,14 +387,27 @@ impl<G: Serialize> StreamingContext<G> {
             source_offsets,
         };
         self.checkpoints.write(&ckpt)?;
-        if let Some(&previous) = self.written_journal_lsns.last() {
-            self.tracker.retire_journal(previous)?;
-        }
-        self.written_journal_lsns.push(journal_lsn);
-        if self.written_journal_lsns.len() > 2 {
-            self.written_journal_lsns.remove(0);
-        }
+        self.retire_journal()?;
         Ok(())
+    }
+}
+
+impl<G> StreamingContext<G> {
+    /// Delete the journal segments that no kept checkpoint needs: every
+    /// event at or below the smallest journal position among the checkpoint
+    /// files on disk ([`CheckpointStore::journal_floor`]), so recovery from
+    /// any of them still finds every event after it. Call it after a
+    /// checkpoint written through a [`crate::checkpoint::CheckpointWriter`]
+    /// is flushed. Returns how many journal segments were deleted.
+    ///
+    /// # Errors
+    /// [`CheckpointStore::journal_floor`] and [`BlockTracker::retire_journal`]
+    /// errors.
+    pub fn retire_journal(&self) -> Result<usize> {
+        match self.checkpoints.journal_floor()? {
+            Some(floor) => self.tracker.retire_journal(floor),
+            None => Ok(0),
+        }
     }
 }
 

@@ -353,8 +353,8 @@ fn a_newer_format_version_is_skipped_naming_both_versions() {
     // A plausible version-2 file: same header layout, valid header CRC.
     let mut b = d.bytes.clone();
     b[8..12].copy_from_slice(&2u32.to_le_bytes());
-    let crc = crc32(&b[0..36]);
-    b[36..40].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32(&b[0..44]);
+    b[44..48].copy_from_slice(&crc.to_le_bytes());
     let reason = d.falls_back(b, "version 2");
     assert!(
         matches!(

@@ -187,3 +187,36 @@ fn a_journal_that_lost_events_a_checkpoint_covers_is_an_error() {
         Ok(_) => panic!("a journal behind its checkpoint must not open"),
     }
 }
+
+/// A restarted driver reruns its pending batches and checkpoints each at its
+/// own (older) batch time, as Spark does: journal retirement must still leave
+/// every event the newest-by-time checkpoint needs.
+#[test]
+fn checkpoints_written_at_older_batch_times_keep_the_journal_recoverable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ctx = open(tmp.path(), 0).unwrap();
+    for t in [1_000, 2_000, 3_000] {
+        add(&ctx, 0, format!("block {t}").as_bytes(), t);
+        ctx.tracker.allocate_blocks_to_batch(t).unwrap();
+    }
+    ctx.checkpoint(3_000, vec![1_000, 2_000, 3_000], BTreeMap::new())
+        .unwrap();
+    drop(ctx);
+
+    let mut ctx = open(tmp.path(), 3_000).unwrap();
+    for t in [1_000, 2_000] {
+        for i in 0..100 {
+            add(&ctx, 1, format!("late {t} {i}").as_bytes(), t);
+        }
+        ctx.tracker.commit_batch(t).unwrap();
+        ctx.checkpoint(t, vec![3_000], BTreeMap::new()).unwrap();
+    }
+    drop(ctx);
+
+    let ctx = open(tmp.path(), 3_000).unwrap();
+    let rec = ctx.recovered.as_ref().unwrap();
+    assert_eq!(rec.checkpoint_time, Some(3_000));
+    let times: Vec<u64> = rec.batches.iter().map(|b| b.batch_time).collect();
+    assert_eq!(times, [3_000], "1_000 and 2_000 were committed");
+    assert_eq!(rec.unallocated[&1].len(), 200);
+}

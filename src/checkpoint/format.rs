@@ -3,17 +3,18 @@
 //! Every offset below is the one `docs/FORMAT-checkpoint.md` names. All
 //! integers are little-endian.
 //!
-//! A checkpoint file is a 40-byte header followed by the body:
+//! A checkpoint file is a 48-byte header followed by the body:
 //!
 //! ```text
 //!  0  magic           8  b"STRMCKPT"
 //!  8  format_version  4  u32 = 1
-//! 12  header_bytes    4  u32 = 40
+//! 12  header_bytes    4  u32 = 48
 //! 16  batch_time      8  u64, equals the file name's and the body's
-//! 24  body_len        8  u64, bytes after the header; the file is exactly 40 + body_len
-//! 32  body_crc        4  u32, CRC32 of the body (bytes 40..40+body_len)
-//! 36  header_crc      4  u32, CRC32 of bytes 0..36
-//! 40  body            body_len bytes: the bincode encoding of `Envelope`
+//! 24  journal_lsn     8  u64, equals the body's
+//! 32  body_len        8  u64, bytes after the header; the file is exactly 48 + body_len
+//! 40  body_crc        4  u32, CRC32 of the body (bytes 48..48+body_len)
+//! 44  header_crc      4  u32, CRC32 of bytes 0..44
+//! 48  body            body_len bytes: the bincode encoding of `Envelope`
 //! ```
 //!
 //! The body is the [`crate::codec`] encoding of `Envelope`: every field of
@@ -39,7 +40,7 @@ pub const CHECKPOINT_MAGIC: [u8; 8] = *b"STRMCKPT";
 pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
 
 /// Size of a checkpoint file's header, in bytes. The body starts here.
-pub const CHECKPOINT_HEADER_BYTES: usize = 40;
+pub const CHECKPOINT_HEADER_BYTES: usize = 48;
 
 const HDR: usize = CHECKPOINT_HEADER_BYTES;
 
@@ -49,6 +50,10 @@ pub struct CheckpointHeader {
     /// The checkpoint's batch time; equals the number in the file name and
     /// the `batch_time` in the body.
     pub batch_time: u64,
+    /// The checkpoint's journal position; equals `journal_lsn` in the body.
+    /// In the header so retention of the journal can learn every kept
+    /// checkpoint's position from 48 bytes per file.
+    pub journal_lsn: u64,
     /// Length of the body in bytes (the file is exactly header + body).
     pub body_len: u64,
     /// CRC32 of the body.
@@ -56,22 +61,23 @@ pub struct CheckpointHeader {
 }
 
 impl CheckpointHeader {
-    /// Encode into the 40 on-disk bytes.
+    /// Encode into the 48 on-disk bytes.
     pub fn encode(&self) -> [u8; HDR] {
         let mut b = [0u8; HDR];
         b[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
         b[8..12].copy_from_slice(&CHECKPOINT_FORMAT_VERSION.to_le_bytes());
         b[12..16].copy_from_slice(&(HDR as u32).to_le_bytes());
         b[16..24].copy_from_slice(&self.batch_time.to_le_bytes());
-        b[24..32].copy_from_slice(&self.body_len.to_le_bytes());
-        b[32..36].copy_from_slice(&self.body_crc.to_le_bytes());
-        let crc = crc32fast::hash(&b[0..36]);
-        b[36..40].copy_from_slice(&crc.to_le_bytes());
+        b[24..32].copy_from_slice(&self.journal_lsn.to_le_bytes());
+        b[32..40].copy_from_slice(&self.body_len.to_le_bytes());
+        b[40..44].copy_from_slice(&self.body_crc.to_le_bytes());
+        let crc = crc32fast::hash(&b[0..44]);
+        b[44..48].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
     /// Decode and check the header at the start of `b` (a prefix of the
-    /// file, at least 40 bytes long to pass). Checks, in order: length,
+    /// file, at least 48 bytes long to pass). Checks, in order: length,
     /// magic, version, header checksum, header size, body length bound.
     /// The damage is at offset 0 of the file in every case.
     pub fn decode(b: &[u8]) -> Result<CheckpointHeader, CorruptionKind> {
@@ -88,8 +94,8 @@ impl CheckpointHeader {
                 supported: CHECKPOINT_FORMAT_VERSION,
             });
         }
-        let stored = le_u32(&b[36..40]);
-        let actual = crc32fast::hash(&b[0..36]);
+        let stored = le_u32(&b[44..48]);
+        let actual = crc32fast::hash(&b[0..44]);
         if stored != actual {
             return Err(CorruptionKind::ChecksumMismatch {
                 expected: stored,
@@ -97,12 +103,13 @@ impl CheckpointHeader {
             });
         }
         if le_u32(&b[12..16]) as usize != HDR {
-            return Err(CorruptionKind::BadHeader("header size is not 40"));
+            return Err(CorruptionKind::BadHeader("header size is not 48"));
         }
         let header = CheckpointHeader {
             batch_time: le_u64(&b[16..24]),
-            body_len: le_u64(&b[24..32]),
-            body_crc: le_u32(&b[32..36]),
+            journal_lsn: le_u64(&b[24..32]),
+            body_len: le_u64(&b[32..40]),
+            body_crc: le_u32(&b[40..44]),
         };
         if header.body_len > DECODE_BYTES_MAX as u64 {
             return Err(CorruptionKind::LengthOutOfBounds {
@@ -115,7 +122,7 @@ impl CheckpointHeader {
 
     /// Check that a file of `file_len` bytes holds exactly this header and
     /// its body. A shorter file is [`CorruptionKind::Truncated`]; a longer
-    /// one is [`CorruptionKind::BadHeader`]. The damage is at offset 40.
+    /// one is [`CorruptionKind::BadHeader`]. The damage is at offset 48.
     pub fn check_file_len(&self, file_len: u64) -> Result<(), CorruptionKind> {
         let have = file_len.saturating_sub(HDR as u64);
         if have < self.body_len {
@@ -180,6 +187,7 @@ pub fn encode_file<G: Serialize>(ckpt: &Checkpoint<G>) -> Result<Vec<u8>> {
     check_size(body.len())?;
     let header = CheckpointHeader {
         batch_time: ckpt.batch_time,
+        journal_lsn: ckpt.journal_lsn,
         body_len: body.len() as u64,
         body_crc: crc32fast::hash(&body),
     };
@@ -207,7 +215,7 @@ fn check_size(len: usize) -> Result<()> {
 /// header's, and decodes the graph as `G`.
 ///
 /// # Errors
-/// - [`Error::Corruption`] (offset 40) if the body is shorter or longer than
+/// - [`Error::Corruption`] (offset 48) if the body is shorter or longer than
 ///   the header says, fails its checksum, or disagrees with the header.
 /// - [`Error::Decode`] if bytes that passed the checksum do not decode: the
 ///   envelope (`what = "checkpoint"`), or the graph as `G`
@@ -229,9 +237,9 @@ pub fn decode_body<G: DeserializeOwned>(
         }));
     }
     let env: Envelope = codec::decode(body, "checkpoint")?;
-    if env.batch_time != header.batch_time {
+    if env.batch_time != header.batch_time || env.journal_lsn != header.journal_lsn {
         return Err(corrupt(CorruptionKind::BadHeader(
-            "batch time in the header and the body differ",
+            "batch time or journal LSN in the header and the body differ",
         )));
     }
     let graph = codec::decode(&env.graph_bytes, "checkpoint graph")?;
@@ -248,8 +256,8 @@ pub fn decode_body<G: DeserializeOwned>(
 }
 
 /// Decode and check a whole checkpoint file held in `bytes`; `file` names
-/// it in errors. Checks, in order: length >= 40, magic, version, header
-/// checksum, header size, body length bound, body length = file length - 40,
+/// it in errors. Checks, in order: length >= 48, magic, version, header
+/// checksum, header size, body length bound, body length = file length - 48,
 /// body checksum; only then decodes. Never panics, never allocates from a
 /// length it has not checked.
 ///
@@ -297,10 +305,12 @@ mod tests {
         let bytes = encode_file(&c).expect("encode");
         assert_eq!(&bytes[0..8], b"STRMCKPT");
         assert_eq!(le_u32(&bytes[8..12]), 1);
-        assert_eq!(le_u32(&bytes[12..16]), 40);
+        assert_eq!(le_u32(&bytes[12..16]), 48);
         assert_eq!(le_u64(&bytes[16..24]), 7_000);
-        assert_eq!(le_u64(&bytes[24..32]), (bytes.len() - 40) as u64);
-        assert_eq!(le_u32(&bytes[32..36]), crc32fast::hash(&bytes[40..]));
+        assert_eq!(le_u64(&bytes[24..32]), 42);
+        assert_eq!(le_u64(&bytes[32..40]), (bytes.len() - 48) as u64);
+        assert_eq!(le_u32(&bytes[40..44]), crc32fast::hash(&bytes[48..]));
+        assert_eq!(le_u32(&bytes[44..48]), crc32fast::hash(&bytes[..44]));
         let back: Checkpoint<Vec<String>> = decode_file(Path::new("f"), &bytes).expect("decode");
         assert_eq!(back, c);
     }
@@ -321,7 +331,7 @@ mod tests {
     fn header_checks_in_order() {
         let bytes = encode_file(&sample()).expect("encode");
         assert_eq!(
-            CheckpointHeader::decode(&bytes[..39]),
+            CheckpointHeader::decode(&bytes[..47]),
             Err(CorruptionKind::Truncated)
         );
         let mut b = bytes.clone();
@@ -359,7 +369,7 @@ mod tests {
         assert!(matches!(
             short,
             Err(Error::Corruption {
-                offset: 40,
+                offset: 48,
                 kind: CorruptionKind::Truncated,
                 ..
             })

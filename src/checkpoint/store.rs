@@ -352,12 +352,30 @@ impl CheckpointStore {
         })
     }
 
-    /// Read and check one checkpoint file whose name says `batch_time`.
-    fn read_file<G: DeserializeOwned>(
+    /// The smallest journal position among the checkpoint files whose
+    /// header checks: the journal must keep every event after it, so that
+    /// recovery from any kept checkpoint finds the events it needs. `None`
+    /// if no file has a valid header. Reads 48 bytes per file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the directory cannot be listed. A file whose header
+    /// cannot be read or checked is left out (recovery cannot use it either).
+    pub fn journal_floor(&self) -> Result<Option<u64>> {
+        let (files, _) = self.scan()?;
+        Ok(files
+            .iter()
+            .filter_map(|(time, path)| self.read_header(*time, path).ok())
+            .map(|(_, h, _)| h.journal_lsn)
+            .min())
+    }
+
+    /// Open a checkpoint file whose name says `batch_time` and check its
+    /// header and length.
+    fn read_header(
         &self,
         batch_time: u64,
         path: &Path,
-    ) -> Result<Checkpoint<G>> {
+    ) -> Result<(Arc<dyn StorageFile>, CheckpointHeader, u64)> {
         let corrupt = |offset: usize, kind| Error::corruption(path, offset as u64, kind);
         let file = self
             .storage
@@ -377,6 +395,17 @@ impl CheckpointStore {
         header
             .check_file_len(file_len)
             .map_err(|k| corrupt(CHECKPOINT_HEADER_BYTES, k))?;
+        Ok((file, header, file_len))
+    }
+
+    /// Read and check one checkpoint file whose name says `batch_time`.
+    fn read_file<G: DeserializeOwned>(
+        &self,
+        batch_time: u64,
+        path: &Path,
+    ) -> Result<Checkpoint<G>> {
+        let corrupt = |offset: usize, kind| Error::corruption(path, offset as u64, kind);
+        let (file, header, _) = self.read_header(batch_time, path)?;
         // `decode` bounded body_len by DECODE_BYTES_MAX, and the file holds
         // exactly that many bytes after the header.
         let body_len = usize::try_from(header.body_len).map_err(|_| {

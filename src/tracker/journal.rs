@@ -99,12 +99,12 @@ impl BlockTracker {
         if last > snap_lsn {
             for item in journal.iter_from(snap_lsn + 1) {
                 let (h, bytes) = item.map_err(|e| match e {
-                    Error::NotFound { lsn, segment } => Error::corruption(
+                    Error::NotFound { lsn, .. } => Error::corruption(
                         dir,
                         0,
-                        CorruptionKind::MissingSegment {
-                            expected: lsn,
-                            found: segment,
+                        CorruptionKind::LogStartsTooLate {
+                            needed: lsn,
+                            first: journal.first_lsn().unwrap_or(0),
                         },
                     ),
                     other => other,
@@ -191,8 +191,12 @@ impl BlockTracker {
     /// journals nothing: blocks only ever move forward in time.
     ///
     /// # Errors
-    /// The journal's append errors.
+    /// [`Error::InvalidOptions`] for batch time 0 (reserved: it means "none");
+    /// the journal's append errors.
     pub fn allocate_blocks_to_batch(&self, batch_time: u64) -> Result<BatchBlocks> {
+        if batch_time == 0 {
+            return Err(Error::InvalidOptions("batch time 0 is reserved"));
+        }
         let _one_at_a_time = self.allocating.lock().map_err(|_| Error::Poisoned)?;
         let blocks = {
             let inner = self.lock()?;
