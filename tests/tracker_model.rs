@@ -308,7 +308,10 @@ struct Harness {
     snaps: Vec<(TrackerState, u64)>,
     disk: Option<DiskCheckpoint>,
     /// Journal LSN of the previous checkpoint the open context wrote.
-    ctx_previous: Option<u64>,
+    /// The checkpoint files on disk, as the model expects them: batch time
+    /// -> journal LSN, after the store's retention (keep the newest 3 by
+    /// time, never the file just written).
+    disk_files: BTreeMap<u64, u64>,
     /// The journal may be retired through this LSN.
     retired: u64,
     /// Receiver-log LSNs appended but never added.
@@ -338,7 +341,7 @@ impl Harness {
             blocks_made: 0,
             snaps: Vec::new(),
             disk: None,
-            ctx_previous: None,
+            disk_files: BTreeMap::new(),
             retired: 0,
             orphans: BTreeSet::new(),
             recoveries: 0,
@@ -486,12 +489,6 @@ impl Harness {
             Sut::Ctx(ctx) => {
                 ctx.checkpoint(time, pending.clone(), offsets.clone())
                     .unwrap();
-                // The context retires the journal up to its previous
-                // checkpoint.
-                if let Some(previous) = self.ctx_previous {
-                    self.retired = self.retired.max(previous);
-                }
-                self.ctx_previous = Some(lsn);
                 ctx.graph_version
             }
             Sut::Parts(p) => {
@@ -510,6 +507,14 @@ impl Harness {
                 STORE_GRAPH_VERSION
             }
         };
+        self.record_disk_file(time, lsn);
+        if matches!(self.sut, Some(Sut::Ctx(_))) {
+            // The context retires the journal up to the smallest journal LSN
+            // among the checkpoint files kept.
+            if let Some(&floor) = self.disk_files.values().min() {
+                self.retired = self.retired.max(floor);
+            }
+        }
         self.check_journal_kept();
         self.snaps.push((state, lsn));
         self.disk = Some(DiskCheckpoint {
@@ -530,7 +535,6 @@ impl Harness {
             c.receiver_segments_purged += purged;
         });
         drop(sut);
-        self.ctx_previous = None;
         self.recoveries += 1;
         let disk_covers = self.disk.as_ref().map_or(0, |d| d.lsn) >= self.retired;
         if via_context && disk_covers {
@@ -692,6 +696,21 @@ impl Harness {
                 .read(&b.handle)
                 .unwrap_or_else(|e| panic!("live block at LSN {}: {e}", b.handle.lsn()));
             assert_eq!(bytes, self.model.payloads[&b.handle.lsn()]);
+        }
+    }
+
+    /// The store's retention, modelled: a write replaces the file of its batch
+    /// time; then the oldest files beyond 3 go, never the one just written.
+    fn record_disk_file(&mut self, time: u64, lsn: u64) {
+        self.disk_files.insert(time, lsn);
+        while self.disk_files.len() > 3 {
+            let oldest = self
+                .disk_files
+                .keys()
+                .copied()
+                .find(|&t| t != time)
+                .expect("more than one file");
+            self.disk_files.remove(&oldest);
         }
     }
 
