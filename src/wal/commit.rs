@@ -141,11 +141,26 @@ impl Shared {
                 new_segment,
             });
         }
+        // Every LSN before this chunk's first is durable by the time the
+        // chunk is written: under `Always` each earlier chunk and batch was
+        // synced first (a failed sync poisons the log, and nothing more is
+        // written), and a chunk that starts a segment follows the sync that
+        // sealed the previous one. Otherwise only what is synced now counts.
+        let (chunk_first, starts_segment) = batch
+            .chunks
+            .last()
+            .map_or((lsn, new_segment), |c| (c.first_lsn, c.new_segment));
+        let durable_lsn = if self.opts.sync_policy == SyncPolicy::Always || starts_segment {
+            (chunk_first - 1).max(st.synced_lsn)
+        } else {
+            st.synced_lsn
+        };
+        debug_assert!(durable_lsn < lsn);
         let header = FrameHeader {
             payload_len: payload.len() as u32,
             lsn,
             time,
-            durable_lsn: st.synced_lsn,
+            durable_lsn,
             crc: 0,
         };
         let mut identity = [0u8; 16];
