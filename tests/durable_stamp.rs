@@ -8,17 +8,20 @@ use streamwal::storage::{DirLock, OpenMode, StdStorage, Storage, StorageFile};
 use streamwal::wal::format::{SegmentHeader, decode_frame_header};
 use streamwal::{Wal, WalOptions};
 
+/// (offset, length) of every write to a segment file.
+type WriteLog = Arc<Mutex<Vec<(u64, usize)>>>;
+
 /// Records the (offset, length) of every write to a `.wal` file.
 #[derive(Debug, Clone)]
 struct Recording {
     inner: Arc<StdStorage>,
-    writes: Arc<Mutex<Vec<(u64, usize)>>>,
+    writes: WriteLog,
 }
 
 #[derive(Debug)]
 struct RecFile {
     inner: Arc<dyn StorageFile>,
-    writes: Option<Arc<Mutex<Vec<(u64, usize)>>>>,
+    writes: Option<WriteLog>,
 }
 
 impl Storage for Recording {
