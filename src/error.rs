@@ -64,6 +64,10 @@ pub enum Error {
         /// The segment the handle names.
         segment: u64,
     },
+    /// The log has used every LSN up to [`crate::limits::LSN_MAX`]; it takes
+    /// no more appends.
+    #[error("the log has no LSNs left")]
+    LsnExhausted,
     /// The log was opened read-only (salvage mode) and cannot be written.
     #[error("the log is open read-only")]
     ReadOnly,

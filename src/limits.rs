@@ -10,6 +10,10 @@ pub const SEGMENT_HEADER_BYTES: u64 = 64;
 /// kind), in bytes. The payload follows it.
 pub const FRAME_HEADER_BYTES: u64 = 40;
 
+/// Largest LSN and largest segment sequence number a reader accepts: 2^63.
+/// Bounds every `+ 1` on values read from disk far from overflow.
+pub const LSN_MAX: u64 = 1 << 63;
+
 /// Default size at which a segment rolls over: 64 MiB.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 

@@ -4,7 +4,7 @@ use super::state::{BatchBlocks, BlockInfo, Event, TrackerState};
 use crate::codec;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::storage::{StdStorage, Storage};
-use crate::wal::{Wal, WalOptions};
+use crate::wal::{SyncPolicy, Wal, WalOptions};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -68,6 +68,8 @@ impl BlockTracker {
     /// later event in the journal.
     ///
     /// # Errors
+    /// [`Error::InvalidOptions`] unless `opts.sync_policy` is
+    /// [`SyncPolicy::Always`];
     /// [`Error::Corruption`] if the journal no longer holds the events right
     /// after the snapshot (retired too far, or lost), or ends before the
     /// snapshot's LSN (the journal lost its newest segments); an event that
@@ -81,6 +83,12 @@ impl BlockTracker {
     ) -> Result<BlockTracker> {
         let started = Instant::now();
         let dir = dir.as_ref();
+        if opts.sync_policy != SyncPolicy::Always {
+            // add_block's return is the moment a source is acknowledged.
+            return Err(Error::InvalidOptions(
+                "the tracker's journal must use SyncPolicy::Always",
+            ));
+        }
         let journal = Wal::open_with_storage(storage, dir, opts)?;
         let (mut state, snap_lsn) = snapshot.unwrap_or_default();
         let last = journal.next_lsn().saturating_sub(1);
@@ -138,7 +146,8 @@ impl BlockTracker {
     }
 
     /// Journal `event` durably, then apply it (and any later events that
-    /// were waiting for it) in LSN order. Returns the event's LSN.
+    /// were waiting for it) in LSN order; return once it is applied. Returns
+    /// the event's LSN.
     fn record(&self, event: Event) -> Result<u64> {
         let bytes = codec::encode(&event, "journal event")?;
         let lsn = self.journal.append(&bytes)?.lsn();
@@ -152,8 +161,14 @@ impl BlockTracker {
             inner.state.apply(&ev);
             inner.applied_lsn = next;
         }
+        let applied = inner.applied_lsn;
         drop(inner);
         self.applied.notify_all();
+        // Read your writes: return only once this event (and every event
+        // before it) is applied, so a call that follows sees it.
+        if applied < lsn {
+            drop(self.wait_applied(lsn)?);
+        }
         Ok(lsn)
     }
 
@@ -210,11 +225,10 @@ impl BlockTracker {
             }
             inner.state.unallocated.clone()
         };
-        let lsn = self.record(Event::BatchAllocated {
+        self.record(Event::BatchAllocated {
             batch_time,
             blocks: blocks.clone(),
         })?;
-        drop(self.wait_applied(lsn)?);
         Ok(blocks)
     }
 

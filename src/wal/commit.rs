@@ -14,7 +14,7 @@ use super::recover::SegmentInfo;
 use super::segment::create_segment;
 use super::writer::{Shared, preallocate_bytes};
 use crate::error::{Error, Result};
-use crate::limits::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use crate::limits::{FRAME_HEADER_BYTES, LSN_MAX, SEGMENT_HEADER_BYTES};
 use crate::storage::StorageFile;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -107,9 +107,17 @@ impl Shared {
 
     /// Give `payload` its LSN and place, and encode its frame into the
     /// pending batch. Called with the state lock held.
-    pub(super) fn reserve(&self, st: &mut State, payload: &[u8], time: u64) -> RecordHandle {
+    pub(super) fn reserve(
+        &self,
+        st: &mut State,
+        payload: &[u8],
+        time: u64,
+    ) -> Result<RecordHandle> {
         let frame_bytes = FRAME_HEADER_BYTES + payload.len() as u64;
         let lsn = st.next_lsn;
+        if lsn > LSN_MAX {
+            return Err(Error::LsnExhausted);
+        }
         let mut new_segment = false;
         if st.tail_off > SEGMENT_HEADER_BYTES && st.tail_off + frame_bytes > self.opts.segment_bytes
         {
@@ -176,12 +184,12 @@ impl Shared {
         st.tail_off += frame_bytes;
         st.next_lsn += 1;
         debug_assert_eq!(st.pending.buf.len() - start, frame_bytes as usize);
-        RecordHandle {
+        Ok(RecordHandle {
             lsn,
             segment: seq,
             offset,
             len: payload.len() as u32,
-        }
+        })
     }
 
     /// Wait until `lsn` is written (and durable, under `Always`), leading

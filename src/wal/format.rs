@@ -37,7 +37,7 @@
 //! frame copied from another segment or log, fails its checksums.
 
 use crate::error::CorruptionKind;
-use crate::limits::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use crate::limits::{FRAME_HEADER_BYTES, LSN_MAX, SEGMENT_HEADER_BYTES};
 
 /// The eight bytes every segment file starts with.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"STRMWAL\0";
@@ -134,6 +134,11 @@ impl SegmentHeader {
         if header.first_lsn == 0 {
             return Err(CorruptionKind::BadHeader("first LSN is zero"));
         }
+        if header.first_lsn > LSN_MAX || header.segment_seq > LSN_MAX {
+            return Err(CorruptionKind::BadHeader(
+                "first LSN or sequence number out of range",
+            ));
+        }
         Ok(header)
     }
 }
@@ -184,7 +189,7 @@ pub enum CorruptionKindLite {
         /// Computed value.
         actual: u32,
     },
-    /// LSN is zero.
+    /// LSN is zero or above [`LSN_MAX`].
     ZeroLsn,
     /// `durable_lsn` is not below `lsn`.
     DurableNotBelow,
@@ -205,7 +210,7 @@ impl From<CorruptionKindLite> for CorruptionKind {
             CorruptionKindLite::HeaderChecksum { expected, actual } => {
                 CorruptionKind::ChecksumMismatch { expected, actual }
             }
-            CorruptionKindLite::ZeroLsn => CorruptionKind::BadFrame("LSN is zero"),
+            CorruptionKindLite::ZeroLsn => CorruptionKind::BadFrame("LSN is zero or out of range"),
             CorruptionKindLite::DurableNotBelow => {
                 CorruptionKind::BadFrame("durable LSN is not below the record's LSN")
             }
@@ -283,7 +288,7 @@ pub fn decode_frame_header(
         time: le_u64(&h[24..32]),
         durable_lsn: le_u64(&h[32..40]),
     };
-    if header.lsn == 0 {
+    if header.lsn == 0 || header.lsn > LSN_MAX {
         return Err(bad(K::ZeroLsn));
     }
     if header.durable_lsn >= header.lsn {

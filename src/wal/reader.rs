@@ -155,18 +155,32 @@ impl SegmentReader {
     }
 
     /// Search `[from, to)` byte by byte for the first offset holding a whole,
-    /// valid frame (both checksums good, within `limit`).
+    /// valid frame (both checksums good, within `limit`). A frame whose
+    /// header checks but whose payload does not is skipped whole: its header
+    /// checksum says the writer put a frame of that length there, so no
+    /// frame it wrote starts inside it. That also keeps the search linear:
+    /// each byte is hashed as payload at most once.
     pub fn find_valid_frame(&mut self, from: u64, to: u64) -> Result<Option<(u64, FrameHeader)>> {
+        let identity = self.identity;
+        let max_payload = self.max_payload;
         let mut off = from;
         while off < to {
-            // Cheap prefilter on the kind byte before a full decode.
-            let kind = self.bytes(off + 4, 1)?.first().copied();
-            if kind == Some(format::KIND_FULL)
-                && let FrameAt::Record(h) = self.frame_at(off)?
-            {
+            let hb = self.bytes(off, FRAME_HDR)?;
+            // Cheap prefilter on the kind byte before the header checksum.
+            let header = match hb.first_chunk::<FRAME_HDR>() {
+                Some(h) if h[4] == format::KIND_FULL => {
+                    format::decode_frame_header(&identity, h, max_payload).ok()
+                }
+                _ => None,
+            };
+            let Some(h) = header else {
+                off += 1;
+                continue;
+            };
+            if let FrameAt::Record(h) = self.frame_at(off)? {
                 return Ok(Some((off, h)));
             }
-            off += 1;
+            off = off.saturating_add(h.frame_bytes());
         }
         Ok(None)
     }

@@ -119,24 +119,25 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &WalOptions) -> R
     let mut segments: BTreeMap<u64, SegmentInfo> = BTreeMap::new();
     let mut log_id = None;
     let mut next_lsn = 1;
-    let count = seqs.len();
-    for (i, &seq) in seqs.iter().enumerate() {
-        let path = dir.join(super::segment::segment_file_name(seq));
-        let mode = if salvage {
-            OpenMode::Read
-        } else {
-            OpenMode::ReadWrite
-        };
-        let file = match storage.open(&path, mode) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
-                report
-                    .ignored_files
-                    .push(super::segment::segment_file_name(seq));
-                continue;
-            }
+    // Open every segment first: what is last is decided among real files.
+    let mode = if salvage {
+        OpenMode::Read
+    } else {
+        OpenMode::ReadWrite
+    };
+    let mut files = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let name = super::segment::segment_file_name(seq);
+        let path = dir.join(&name);
+        match storage.open(&path, mode) {
+            Ok(file) => files.push((seq, path, file)),
+            // A directory that merely looks like ours is not ours.
+            Err(e) if e.kind() == io::ErrorKind::IsADirectory => report.ignored_files.push(name),
             Err(e) => return Err(Error::io("open", &path, e)),
-        };
+        }
+    }
+    let count = files.len();
+    for (i, (seq, path, file)) in files.into_iter().enumerate() {
         if !salvage {
             file.sync_data()
                 .map_err(|e| Error::io("sync_data", &path, e))?;

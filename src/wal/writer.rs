@@ -150,6 +150,9 @@ impl Wal {
             Err(e) => return Err(Error::io("lock", &dir, e)),
         };
         let rec = recover(&*storage, &dir, &opts)?;
+        if rec.next_lsn > crate::limits::LSN_MAX && !read_only {
+            return Err(Error::LsnExhausted);
+        }
         let log_id = rec.log_id.unwrap_or_else(new_log_id);
         let mut segments = rec.segments;
         let next_lsn = rec.next_lsn;
@@ -277,7 +280,7 @@ impl Wal {
         let s = &*self.shared;
         s.check_len(payload.len())?;
         let mut st = s.lock_writable()?;
-        let handle = s.reserve(&mut st, payload, time);
+        let handle = s.reserve(&mut st, payload, time)?;
         s.complete(st, handle.lsn)?;
         Ok(handle)
     }
@@ -315,8 +318,11 @@ impl Wal {
             return Ok(handles);
         }
         let mut st = s.lock_writable()?;
+        if st.next_lsn.saturating_add(payloads.len() as u64 - 1) > crate::limits::LSN_MAX {
+            return Err(Error::LsnExhausted);
+        }
         for p in payloads {
-            handles.push(s.reserve(&mut st, p.as_ref(), time));
+            handles.push(s.reserve(&mut st, p.as_ref(), time)?);
         }
         let last = handles.last().map_or(0, |h| h.lsn);
         s.complete(st, last)?;
