@@ -162,16 +162,7 @@ impl CheckpointStore {
             return Err(Error::InvalidOptions("checkpoint keep must be at least 1"));
         }
         let dir = dir.as_ref().to_path_buf();
-        storage
-            .create_dir_all(&dir)
-            .map_err(|e| Error::io("create_dir", &dir, e))?;
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        storage
-            .sync_dir(&parent)
-            .map_err(|e| Error::io("sync_dir", &parent, e))?;
+        crate::storage::create_dir_durably(&*storage, &dir)?;
         let names = storage.list(&dir).map_err(|e| Error::io("list", &dir, e))?;
         for name in names.iter().filter(|n| classify(n) == Entry::Temp) {
             let path = dir.join(name);

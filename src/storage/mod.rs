@@ -102,3 +102,39 @@ pub(crate) fn read_exact_at(
     }
     Ok(true)
 }
+
+/// Create `dir` and any missing ancestors so that they survive a power loss:
+/// after creating, fsync the parent of every level that was created (top
+/// down), and always the parent of `dir` itself.
+///
+/// # Errors
+/// [`crate::Error::Io`] naming the directory that failed.
+pub(crate) fn create_dir_durably(storage: &dyn Storage, dir: &Path) -> crate::Result<()> {
+    let parent_of = |d: &Path| match d.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let mut missing = Vec::new();
+    let mut level = Some(dir);
+    while let Some(d) = level {
+        if d.as_os_str().is_empty() || storage.list(d).is_ok() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        level = d.parent();
+    }
+    storage
+        .create_dir_all(dir)
+        .map_err(|e| crate::Error::io("create_dir", dir, e))?;
+    let mut to_sync: Vec<std::path::PathBuf> = missing.iter().rev().map(|d| parent_of(d)).collect();
+    let own_parent = parent_of(dir);
+    if !to_sync.contains(&own_parent) {
+        to_sync.push(own_parent);
+    }
+    for p in to_sync {
+        storage
+            .sync_dir(&p)
+            .map_err(|e| crate::Error::io("sync_dir", &p, e))?;
+    }
+    Ok(())
+}

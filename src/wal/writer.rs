@@ -131,16 +131,7 @@ impl Wal {
         let dir = dir.as_ref().to_path_buf();
         let read_only = opts.recovery_mode == RecoveryMode::Salvage;
         if !read_only {
-            storage
-                .create_dir_all(&dir)
-                .map_err(|e| Error::io("create_dir", &dir, e))?;
-            let parent = match dir.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            storage
-                .sync_dir(&parent)
-                .map_err(|e| Error::io("sync_dir", &parent, e))?;
+            crate::storage::create_dir_durably(&*storage, &dir)?;
         }
         let lock = match storage.try_lock_dir(&dir) {
             Ok(Some(lock)) => Some(lock),
