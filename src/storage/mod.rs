@@ -117,7 +117,8 @@ pub(crate) fn create_dir_durably(storage: &dyn Storage, dir: &Path) -> crate::Re
     let mut missing = Vec::new();
     let mut level = Some(dir);
     while let Some(d) = level {
-        if d.as_os_str().is_empty() || storage.list(d).is_ok() {
+        // The root, the empty path, or an existing directory: stop.
+        if d.parent().is_none() || d.as_os_str().is_empty() || storage.list(d).is_ok() {
             break;
         }
         missing.push(d.to_path_buf());

@@ -211,6 +211,9 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &WalOptions) -> R
                 report.torn_bytes += z - scan.end;
                 report.torn_at = Some((path.clone(), scan.end));
             }
+            if is_last && scan.records > 0 {
+                rewrite_unproven(&mut reader, &*file, &header, scan.max_durable_lsn, scan.end)?;
+            }
             SegmentScanned {
                 end: scan.end,
                 records: scan.records,
@@ -291,6 +294,60 @@ fn check_torn_tail(
         pos = off + h.frame_bytes();
     }
     Ok(())
+}
+
+/// Rewrite, with the bytes just read, the records of the last segment that
+/// no later record proves durable (LSN above `proven`), then sync them.
+///
+/// A predecessor whose `fdatasync` failed may have left those records in the
+/// page cache, marked clean but never written: a sync now would return Ok
+/// without writing them, and reading them proves nothing. Writing the same
+/// bytes again dirties the pages so the sync really writes them. Everything
+/// up to `proven` was durable before a later frame was written, so at most
+/// the last write of the predecessor (under `SyncPolicy::Always`) is redone.
+fn rewrite_unproven(
+    reader: &mut SegmentReader,
+    file: &dyn StorageFile,
+    header: &SegmentHeader,
+    proven: u64,
+    end: u64,
+) -> Result<()> {
+    let path = reader.path().to_path_buf();
+    let mut pos = SEGMENT_HEADER_BYTES;
+    let mut lsn = header.first_lsn;
+    while pos < end && lsn <= proven {
+        match reader.frame_at(pos)? {
+            FrameAt::Record(h) => {
+                pos += h.frame_bytes();
+                lsn = h.lsn + 1;
+            }
+            // The scan just read these frames; anything else is a change
+            // under our feet.
+            FrameAt::End | FrameAt::Bad(_) => {
+                return Err(Error::corruption(
+                    &path,
+                    pos,
+                    CorruptionKind::UnexpectedData,
+                ));
+            }
+        }
+    }
+    if pos >= end {
+        return Ok(());
+    }
+    let mut off = pos;
+    while off < end {
+        let n = (end - off).min(ZERO_CHUNK_BYTES as u64) as usize;
+        let chunk = reader.bytes(off, n)?.to_vec();
+        if chunk.len() != n {
+            return Err(Error::corruption(&path, off, CorruptionKind::Truncated));
+        }
+        file.write_at(&chunk, off)
+            .map_err(|e| Error::io("write", &path, e))?;
+        off += n as u64;
+    }
+    file.sync_data()
+        .map_err(|e| Error::io("sync_data", &path, e))
 }
 
 /// Overwrite `[from, to)` with zeros and make it durable.
