@@ -98,3 +98,31 @@ fn a_directory_named_like_a_later_segment_does_not_hide_a_torn_tail() {
     assert_eq!(wal.read(&handles[1]).unwrap(), vec![1; 100]);
     assert!(handles[0].offset() >= SEGMENT_HEADER_BYTES);
 }
+
+/// A length prefix in a few bytes claiming a gigabyte is refused by the
+/// decode limit before anything is allocated for it.
+#[test]
+fn a_lying_length_cannot_claim_more_than_the_input_allows() {
+    use std::collections::BTreeMap;
+    // One map entry whose key claims 0x3F00_0000 bytes.
+    let hostile = [1u8, 0xFC, 0, 0, 0, 0x3F];
+    match streamwal::codec::decode::<BTreeMap<String, String>>(&hostile, "test") {
+        Err(Error::Decode { source, .. }) => {
+            let e = source
+                .downcast_ref::<bincode::error::DecodeError>()
+                .expect("a bincode error");
+            assert!(
+                matches!(e, bincode::error::DecodeError::LimitExceeded),
+                "{e:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A legitimate value still decodes.
+    let ok = BTreeMap::from([("k".to_string(), "v".repeat(10_000))]);
+    let bytes = streamwal::codec::encode(&ok, "test").unwrap();
+    assert_eq!(
+        streamwal::codec::decode::<BTreeMap<String, String>>(&bytes, "test").unwrap(),
+        ok
+    );
+}
