@@ -1,6 +1,6 @@
 //! The pure codec for checkpoint files. No I/O.
 //!
-//! Every offset below is the one `docs/FORMAT-checkpoint.md` names. All
+//! Every offset below is the one "Checkpoint files" section of `docs/FORMAT.md` names. All
 //! integers are little-endian.
 //!
 //! A checkpoint file is a 48-byte header followed by the body:

@@ -41,7 +41,8 @@ pub enum RecoveryMode {
     /// truncated (zeroed and synced). The default.
     #[default]
     Strict,
-    /// For forensics: open read-only, modify nothing, skip over damage to
+    /// For forensics: open read-only, modify no log file (only the empty
+    /// `LOCK` file may be created), skip over damage to
     /// every valid record that can be found, and list each problem in the
     /// [`RecoveryReport`]. Appends fail with [`Error::ReadOnly`]. Records
     /// returned in this mode passed their checksums, but records may be

@@ -554,8 +554,8 @@ impl Shared {
             return Err(Error::ReadOnly);
         }
         let _one_at_a_time = self.retention.lock().map_err(|_| Error::Poisoned)?;
-        let victims: Vec<SegmentInfo> = {
-            let mut st = self.lock()?;
+        let victims: Vec<(u64, PathBuf)> = {
+            let st = self.lock()?;
             if st.poisoned {
                 return Err(Error::Poisoned);
             }
@@ -564,24 +564,27 @@ impl Shared {
             let Some((&tail, _)) = st.segments.last_key_value() else {
                 return Ok(0);
             };
-            let seqs: Vec<u64> = st
-                .segments
+            st.segments
                 .iter()
                 .take_while(|(seq, seg)| **seq < tail && qualifies(seg))
-                .map(|(seq, _)| *seq)
-                .collect();
-            seqs.iter().filter_map(|s| st.segments.remove(s)).collect()
+                .map(|(seq, seg)| (*seq, seg.path.clone()))
+                .collect()
         };
+        // Oldest first, each delete durable before the next, so a crash
+        // leaves a suffix of the log, never a gap. A segment leaves the index
+        // only once its delete is durable: after an error, a retry finishes
+        // the job. Readers holding the file open keep reading it meanwhile.
         let mut removed = 0;
-        for seg in victims {
-            match self.storage.remove(&seg.path) {
+        for (seq, path) in victims {
+            match self.storage.remove(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove", &seg.path, e)),
+                Err(e) => return Err(Error::io("remove", &path, e)),
             }
             self.storage
                 .sync_dir(&self.dir)
                 .map_err(|e| Error::io("sync_dir", &self.dir, e))?;
+            self.lock()?.segments.remove(&seq);
             self.counters
                 .segments_removed
                 .fetch_add(1, Ordering::Relaxed);
