@@ -250,6 +250,8 @@ impl BlockTracker {
     /// # Errors
     /// The journal's append errors.
     pub fn cleanup(&self, before: u64) -> Result<()> {
+        // Never between an allocation's decision and its event.
+        let _no_allocation = self.allocating.lock().map_err(|_| Error::Poisoned)?;
         self.record(Event::Cleanup { before }).map(|_| ())
     }
 

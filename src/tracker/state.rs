@@ -80,7 +80,9 @@ impl TrackerState {
                     .push(b.clone());
             }
             Event::BatchAllocated { batch_time, blocks } => {
-                if self.allocated.contains_key(batch_time) {
+                // Already allocated, or cleaned up: the blocks stay where
+                // they are (the tracker never journals either).
+                if self.allocated.contains_key(batch_time) || *batch_time < self.cleaned_before {
                     return;
                 }
                 // The allocated blocks leave the unallocated set.
