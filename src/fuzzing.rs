@@ -131,3 +131,25 @@ pub fn decode(data: &[u8]) {
         rest = &rest[out.len()..];
     }
 }
+
+/// Target `checkpoint`: arbitrary bytes as a checkpoint file, and as a
+/// journal event. Checks: no panic; a checkpoint that decodes encodes again
+/// and decodes to the same value.
+pub fn checkpoint(data: &[u8]) {
+    use crate::checkpoint::{Checkpoint, decode_file, encode_file};
+    type Graph = std::collections::BTreeMap<String, Vec<u64>>;
+    let path = Path::new("fuzz.ckpt");
+    if let Ok(c) = decode_file::<Graph>(path, data) {
+        let bytes = match encode_file(&c) {
+            Ok(bytes) => bytes,
+            Err(e) => panic!("a decoded checkpoint failed to encode: {e:?}"),
+        };
+        let again: Option<Checkpoint<Graph>> = decode_file(path, &bytes).ok();
+        assert_eq!(
+            again.as_ref(),
+            Some(&c),
+            "re-encoding changed the checkpoint"
+        );
+    }
+    let _ = crate::codec::decode::<crate::tracker::Event>(data, "journal event");
+}

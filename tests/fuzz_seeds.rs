@@ -78,6 +78,16 @@ fn decode_holds_on_seeds_and_mutations() {
     }
 }
 
+#[test]
+fn checkpoint_holds_on_seeds_and_mutations() {
+    for (_, seed) in seeds("checkpoint") {
+        fuzzing::checkpoint(&seed);
+        for m in mutations(&seed, 500, 0x2545_f491_4f6c_dd1d) {
+            fuzzing::checkpoint(&m);
+        }
+    }
+}
+
 /// Regenerates the seed files from real logs:
 /// `cargo test --test fuzz_seeds -- --ignored write_seeds`.
 #[test]
@@ -115,6 +125,37 @@ fn write_seeds() {
         let bytes = bytes_from_files(&files);
         std::fs::write(root.join("open_log").join(name), &bytes).unwrap();
         if name == "one_segment" {
+            let mut tracker = streamwal::tracker::TrackerState::default();
+            let h = Wal::open_with_storage(storage.clone(), dir, opts.clone())
+                .unwrap()
+                .iter()
+                .next()
+                .unwrap()
+                .unwrap()
+                .0;
+            tracker.apply(&streamwal::tracker::Event::BlockAdded(
+                streamwal::tracker::BlockInfo {
+                    stream_id: 1,
+                    handle: h,
+                    records: 3,
+                    receive_time: 9,
+                },
+            ));
+            let graph: std::collections::BTreeMap<String, Vec<u64>> =
+                [("words".to_string(), vec![1, 2, 300])].into();
+            let ckpt = streamwal::checkpoint::Checkpoint {
+                batch_time: 2_000,
+                batch_interval_ms: 1_000,
+                graph,
+                graph_version: 1,
+                pending_batches: vec![2_000],
+                journal_lsn: 5,
+                tracker,
+                source_offsets: [("src".to_string(), "42".to_string())].into(),
+            };
+            let bytes = streamwal::checkpoint::encode_file(&ckpt).unwrap();
+            std::fs::create_dir_all(root.join("checkpoint")).unwrap();
+            std::fs::write(root.join("checkpoint").join("one"), bytes).unwrap();
             std::fs::write(root.join("decode").join("segment_header"), &files[0][..64]).unwrap();
             std::fs::write(root.join("decode").join("segment"), &files[0]).unwrap();
         }
