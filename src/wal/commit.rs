@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
-use std::time::Instant;
 
 #[derive(Debug)]
 pub(crate) struct State {
@@ -37,7 +36,6 @@ pub(crate) struct State {
     pub(super) want_sync_lsn: u64,
     /// Bytes written since the last sync.
     pub(super) unsynced_bytes: u64,
-    pub(super) last_sync: Instant,
     pub(super) pending: Batch,
     pub(super) spare: Batch,
     pub(super) leader: bool,
@@ -278,7 +276,6 @@ impl Shared {
         if let Some(t) = outcome.synced_through {
             debug_assert!(t >= st.synced_lsn);
             st.synced_lsn = t;
-            st.last_sync = Instant::now();
         }
         st.unsynced_bytes = outcome.unsynced_bytes;
         self.counters.records.fetch_add(records, Ordering::Relaxed);

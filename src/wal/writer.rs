@@ -207,7 +207,6 @@ impl Wal {
             synced_lsn: next_lsn - 1,
             want_sync_lsn: 0,
             unsynced_bytes: 0,
-            last_sync: Instant::now(),
             pending: Batch::default(),
             spare: Batch::default(),
             leader: false,
