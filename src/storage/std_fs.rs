@@ -67,7 +67,16 @@ impl Storage for StdStorage {
             OpenMode::ReadWrite => opts.read(true).write(true),
             OpenMode::CreateNew => opts.read(true).write(true).create_new(true),
         };
-        Ok(Arc::new(StdFile(opts.open(path)?)))
+        let file = opts.open(path)?;
+        // A read-only open of a directory succeeds on Linux; a directory is
+        // never one of our files.
+        if file.metadata()?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "is a directory",
+            ));
+        }
+        Ok(Arc::new(StdFile(file)))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
