@@ -225,6 +225,21 @@ pub fn decode_body<G: DeserializeOwned>(
     header: &CheckpointHeader,
     body: &[u8],
 ) -> Result<Checkpoint<G>> {
+    let raw = decode_body_raw(file, header, body)?;
+    let graph = codec::decode(&raw.graph, "checkpoint graph")?;
+    Ok(raw.with_graph(graph))
+}
+
+/// [`decode_body`] without decoding the graph: `graph` holds the graph's
+/// encoded bytes as stored, for tools that do not know the engine's type.
+///
+/// # Errors
+/// As [`decode_body`], except that the graph is never decoded.
+pub fn decode_body_raw(
+    file: &Path,
+    header: &CheckpointHeader,
+    body: &[u8],
+) -> Result<Checkpoint<Vec<u8>>> {
     let corrupt = |kind| Error::corruption(file, HDR as u64, kind);
     header
         .check_file_len((HDR as u64).saturating_add(body.len() as u64))
@@ -242,17 +257,25 @@ pub fn decode_body<G: DeserializeOwned>(
             "batch time or journal LSN in the header and the body differ",
         )));
     }
-    let graph = codec::decode(&env.graph_bytes, "checkpoint graph")?;
     Ok(Checkpoint {
         batch_time: env.batch_time,
         batch_interval_ms: env.batch_interval_ms,
-        graph,
+        graph: env.graph_bytes,
         graph_version: env.graph_version,
         pending_batches: env.pending_batches,
         journal_lsn: env.journal_lsn,
         tracker: env.tracker,
         source_offsets: env.source_offsets,
     })
+}
+
+/// [`decode_file`] without decoding the graph (see [`decode_body_raw`]).
+///
+/// # Errors
+/// As [`decode_file`], except that the graph is never decoded.
+pub fn decode_file_raw(file: &Path, bytes: &[u8]) -> Result<Checkpoint<Vec<u8>>> {
+    let header = CheckpointHeader::decode(bytes).map_err(|k| Error::corruption(file, 0, k))?;
+    decode_body_raw(file, &header, &bytes[HDR..])
 }
 
 /// Decode and check a whole checkpoint file held in `bytes`; `file` names

@@ -8,7 +8,7 @@ mod writer;
 
 pub use format::{
     CHECKPOINT_FORMAT_VERSION, CHECKPOINT_HEADER_BYTES, CHECKPOINT_MAGIC, CheckpointHeader,
-    decode_body, decode_file, encode_file,
+    decode_body, decode_body_raw, decode_file, decode_file_raw, encode_file,
 };
 pub use store::{
     CheckpointOptions, CheckpointStore, EncodedCheckpoint, LatestCheckpoint, SkippedCheckpoint,
@@ -42,4 +42,20 @@ pub struct Checkpoint<G> {
     pub tracker: TrackerState,
     /// Free-form source positions (e.g. Kafka partition -> offset).
     pub source_offsets: BTreeMap<String, String>,
+}
+
+impl<G> Checkpoint<G> {
+    /// The same checkpoint with another graph (e.g. decoded, or migrated).
+    pub fn with_graph<H>(self, graph: H) -> Checkpoint<H> {
+        Checkpoint {
+            batch_time: self.batch_time,
+            batch_interval_ms: self.batch_interval_ms,
+            graph,
+            graph_version: self.graph_version,
+            pending_batches: self.pending_batches,
+            journal_lsn: self.journal_lsn,
+            tracker: self.tracker,
+            source_offsets: self.source_offsets,
+        }
+    }
 }

@@ -9,6 +9,7 @@
 
 mod commit;
 pub mod format;
+mod inspect;
 mod iter;
 mod options;
 mod reader;
@@ -16,6 +17,7 @@ mod recover;
 mod segment;
 mod writer;
 
+pub use inspect::{LogScan, SegmentScan, scan_log};
 pub use iter::WalIter;
 pub use options::{
     Problem, RecordHandle, RecoveryMode, RecoveryReport, SyncPolicy, WalOptions, WalStats,

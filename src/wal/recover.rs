@@ -258,7 +258,7 @@ struct SegmentScanned {
 
 /// Decide whether the damage in `[end, z)` of the last segment is a torn tail
 /// (returns `Ok`) or corruption (returns the error).
-fn check_torn_tail(
+pub(super) fn check_torn_tail(
     reader: &mut SegmentReader,
     header: &SegmentHeader,
     end: u64,
