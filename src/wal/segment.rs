@@ -2,7 +2,7 @@
 
 use super::format::SegmentHeader;
 use crate::error::{Error, Result};
-use crate::limits::{SEGMENT_HEADER_BYTES, ZERO_CHUNK_BYTES};
+use crate::limits::ZERO_CHUNK_BYTES;
 use crate::storage::{OpenMode, Storage, StorageFile};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -49,22 +49,33 @@ pub fn classify(name: &str) -> EntryKind {
     EntryKind::Foreign
 }
 
-/// Create segment file `header.segment_seq` in `dir` durably:
-/// create `NAME.wal.tmp`, write the header, zero-fill up to `preallocate_bytes`
-/// (so that later `fdatasync`s overwrite allocated, written blocks and commit
-/// no metadata), `fdatasync`, rename to `NAME.wal`, fsync the directory.
-/// A crash at any step leaves either no segment or a whole one with a durable
-/// header; the temporary file is removed by the next open.
+/// Create segment file `header.segment_seq` in `dir` durably, on the
+/// caller's thread: [`prepare_spare`] then [`install_spare`].
 pub fn create_segment(
     storage: &dyn Storage,
     dir: &Path,
     header: &SegmentHeader,
     preallocate_bytes: u64,
 ) -> Result<(PathBuf, Arc<dyn StorageFile>)> {
-    let name = segment_file_name(header.segment_seq);
-    let path = dir.join(&name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let tmp_name = tmp.clone();
+    let spare = prepare_spare(storage, dir, header.segment_seq, preallocate_bytes)?;
+    install_spare(storage, dir, header, spare)
+}
+
+/// Prepare the file that will become segment `seq`: create `NAME.wal.tmp`
+/// (replacing a stale one), zero-fill it to `bytes` so that later
+/// `fdatasync`s overwrite allocated, written blocks and commit no metadata,
+/// and `fdatasync` it. Meant to run ahead of need, off the append path. A
+/// crash leaves only a temporary file, which the next open removes.
+///
+/// # Errors
+/// [`Error::Io`] (the temporary file is removed, best effort).
+pub fn prepare_spare(
+    storage: &dyn Storage,
+    dir: &Path,
+    seq: u64,
+    bytes: u64,
+) -> Result<Arc<dyn StorageFile>> {
+    let tmp = dir.join(format!("{}.tmp", segment_file_name(seq)));
     let result = (|| -> Result<Arc<dyn StorageFile>> {
         match storage.remove(&tmp) {
             Ok(()) => {}
@@ -74,33 +85,59 @@ pub fn create_segment(
         let file = storage
             .open(&tmp, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", &tmp, e))?;
-        file.write_at(&header.encode(), 0)
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        if preallocate_bytes > SEGMENT_HEADER_BYTES {
-            let zeros = vec![0u8; ZERO_CHUNK_BYTES];
-            let mut off = SEGMENT_HEADER_BYTES;
-            while off < preallocate_bytes {
-                let n = (preallocate_bytes - off).min(ZERO_CHUNK_BYTES as u64) as usize;
-                file.write_at(&zeros[..n], off)
-                    .map_err(|e| Error::io("preallocate", &tmp, e))?;
-                off += n as u64;
-            }
+        let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(usize::try_from(bytes).unwrap_or(usize::MAX))];
+        let mut off = 0;
+        while off < bytes {
+            let n = (bytes - off).min(zeros.len() as u64) as usize;
+            file.write_at(&zeros[..n], off)
+                .map_err(|e| Error::io("preallocate", &tmp, e))?;
+            off += n as u64;
         }
         file.sync_data()
+            .map_err(|e| Error::io("sync_data", &tmp, e))?;
+        Ok(file)
+    })();
+    if result.is_err() {
+        // Best effort: the next open removes it anyway.
+        let _ = storage.remove(&tmp);
+    }
+    result
+}
+
+/// Turn a spare from [`prepare_spare`] into segment `header.segment_seq`:
+/// write the header, `fdatasync`, rename `NAME.wal.tmp` to `NAME.wal`, fsync
+/// the directory. A crash at any step leaves either no segment or a whole
+/// one with a durable header.
+///
+/// # Errors
+/// [`Error::Io`] (the temporary file is removed, best effort).
+pub fn install_spare(
+    storage: &dyn Storage,
+    dir: &Path,
+    header: &SegmentHeader,
+    spare: Arc<dyn StorageFile>,
+) -> Result<(PathBuf, Arc<dyn StorageFile>)> {
+    let name = segment_file_name(header.segment_seq);
+    let path = dir.join(&name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let result = (|| -> Result<()> {
+        spare
+            .write_at(&header.encode(), 0)
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        spare
+            .sync_data()
             .map_err(|e| Error::io("sync_data", &tmp, e))?;
         storage
             .rename(&tmp, &path)
             .map_err(|e| Error::io("rename", &tmp, e))?;
         storage
             .sync_dir(dir)
-            .map_err(|e| Error::io("sync_dir", dir, e))?;
-        Ok(file)
+            .map_err(|e| Error::io("sync_dir", dir, e))
     })();
     match result {
-        Ok(file) => Ok((path, file)),
+        Ok(()) => Ok((path, spare)),
         Err(e) => {
-            // Best effort: the next open removes it anyway.
-            let _ = storage.remove(&tmp_name);
+            let _ = storage.remove(&tmp);
             Err(e)
         }
     }
