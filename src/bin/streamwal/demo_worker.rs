@@ -1,0 +1,251 @@
+//! The demo's worker: a small micro-batch word-count engine built on
+//! streamwal, the process the demo kills.
+//!
+//! A receiver thread reads records from stdin (the parent is the source),
+//! stores each block in the receiver log, journals it with `add_block`, and
+//! only then acknowledges it with an `ack` line. The main thread recovers the
+//! context with `get_or_create`, reruns the batches it owes, then runs a
+//! batch every second: allocate, read, count words, write the batch's output
+//! file atomically, commit, clean up, checkpoint.
+//!
+//! Lines on stdout (each printed only after what it reports is durable):
+//! - `open MICROS BATCHES fresh|recovered`: the context is open; recovery took
+//!   MICROS µs and hands back BATCHES batches to run;
+//! - `replay T REASON`: a batch owed after a crash is about to run;
+//! - `ready`: every owed batch ran; the receiver starts;
+//! - `ack RANGES`: the records with these ids are durable (`3-9,12`);
+//! - `start T`, then `batch T N`: batch T began; its output (N records) is
+//!   written and committed;
+//! - `drained`: stdin ended and every record received is in a committed batch.
+
+use super::data::{BatchOutput, INTERVAL_MS, parse_record, ranges};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use streamwal::checkpoint::CheckpointOptions;
+use streamwal::recovery::{ContextOptions, RunReason, StreamingContext, get_or_create};
+use streamwal::tracker::{BlockInfo, BlockTracker};
+use streamwal::{Wal, WalOptions};
+
+/// Most records one receiver block holds.
+const BLOCK_RECORDS_MAX: usize = 64;
+
+/// The engine's transformation graph, as the checkpoints keep it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Graph {
+    /// What the engine computes.
+    operators: Vec<String>,
+}
+
+impl Graph {
+    fn word_count() -> Graph {
+        Graph {
+            operators: vec!["flat_map(split)".into(), "count_by_value".into()],
+        }
+    }
+}
+
+/// The demo's directories inside `dir`: checkpoints (with the journal),
+/// receiver log, sink output.
+pub fn layout(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join("checkpoints"),
+        dir.join("receiver"),
+        dir.join("out"),
+    )
+}
+
+fn options() -> ContextOptions {
+    ContextOptions {
+        batch_interval_ms: INTERVAL_MS,
+        // Small segments, so cleanup really deletes some.
+        receiver_log: WalOptions {
+            segment_bytes: 1 << 20,
+            ..WalOptions::default()
+        },
+        journal: WalOptions {
+            segment_bytes: 1 << 20,
+            ..WalOptions::default()
+        },
+        checkpoints: CheckpointOptions { keep: 3 },
+    }
+}
+
+/// Wall-clock milliseconds: the engine's clock.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Print one protocol line and flush it; an error means the parent is gone.
+fn say(line: &str) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write to the demo: {e}"))
+}
+
+/// A library error as one line, with its causes.
+pub fn error_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+fn lib(what: &str) -> impl Fn(streamwal::Error) -> String + '_ {
+    move |e| format!("{what}: {}", error_line(&e))
+}
+
+/// Run the worker in `dir` until stdin ends and everything is drained.
+pub fn run_worker(dir: &Path) -> Result<(), String> {
+    let (ckpt_dir, rx_dir, out_dir) = layout(dir);
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let mut ctx = get_or_create(&ckpt_dir, &rx_dir, options(), now_ms(), Graph::word_count)
+        .map_err(lib("recovery failed"))?;
+    let recovered = ctx.recovered.clone();
+    say(&format!(
+        "open {} {} {}",
+        ctx.report.duration.as_micros(),
+        ctx.report.batches_to_run,
+        if recovered.is_some() {
+            "recovered"
+        } else {
+            "fresh"
+        }
+    ))?;
+    for b in recovered.iter().flat_map(|r| &r.batches) {
+        let reason = match b.reason {
+            RunReason::PendingAtCheckpoint => "pending",
+            RunReason::AllocatedNotCommitted => "interrupted",
+            RunReason::Downtime => "downtime",
+        };
+        say(&format!("replay {} {reason}", b.batch_time))?;
+        run_batch(&mut ctx, &out_dir, b.batch_time)?;
+    }
+    let (state, _) = ctx.tracker.snapshot().map_err(lib("tracker"))?;
+    let mut next = if state.last_allocated_time > 0 {
+        state.last_allocated_time + INTERVAL_MS
+    } else {
+        (now_ms() / INTERVAL_MS + 1) * INTERVAL_MS
+    };
+    say("ready")?;
+
+    let eof = Arc::new(AtomicBool::new(false));
+    {
+        let (log, tracker, eof) = (ctx.receiver_log.clone(), ctx.tracker.clone(), eof.clone());
+        std::thread::Builder::new()
+            .name("receiver".into())
+            .spawn(move || {
+                if let Err(e) = receive(&log, &tracker, &eof) {
+                    eprintln!("demo worker: {e}");
+                    std::process::exit(2);
+                }
+            })
+            .map_err(|e| format!("cannot start the receiver thread: {e}"))?;
+    }
+    loop {
+        let now = now_ms();
+        if now < next {
+            std::thread::sleep(Duration::from_millis(next - now));
+            continue;
+        }
+        // Read before the allocation: once set, every block is added.
+        let draining = eof.load(Ordering::SeqCst);
+        say(&format!("start {next}"))?;
+        run_batch(&mut ctx, &out_dir, next)?;
+        next += INTERVAL_MS;
+        if draining {
+            return say("drained");
+        }
+    }
+}
+
+/// Run the batch at `t` (idempotent: a rerun gives the same output).
+fn run_batch(ctx: &mut StreamingContext<Graph>, out_dir: &Path, t: u64) -> Result<(), String> {
+    let blocks = ctx
+        .tracker
+        .allocate_blocks_to_batch(t)
+        .map_err(lib("allocation"))?;
+    let data = ctx.read_batch(&blocks).map_err(lib("reading a batch"))?;
+    let mut records = Vec::new();
+    for payload in data.values().flatten() {
+        let text =
+            std::str::from_utf8(payload).map_err(|_| format!("batch {t}: a block is not UTF-8"))?;
+        for line in text.lines() {
+            records.push(parse_record(line).ok_or_else(|| format!("batch {t}: bad record"))?);
+        }
+    }
+    let output = BatchOutput::count(t, records);
+    output
+        .write_atomically(out_dir)
+        .map_err(|e| format!("cannot write the output of batch {t}: {e}"))?;
+    ctx.tracker.commit_batch(t).map_err(lib("commit"))?;
+    // Every batch before `t` is committed: forget them and free their blocks.
+    ctx.tracker.cleanup(t).map_err(lib("cleanup"))?;
+    ctx.tracker
+        .cleanup_receiver_log(&ctx.receiver_log)
+        .map_err(lib("receiver log cleanup"))?;
+    ctx.checkpoint(t, Vec::new(), BTreeMap::new())
+        .map_err(lib("checkpoint"))?;
+    say(&format!("batch {t} {}", output.ids.len()))
+}
+
+/// The receiver: records from stdin, one block per burst (a `.` line) or per
+/// [`BLOCK_RECORDS_MAX`] records; each block durable (log, then journal)
+/// before its `ack`. Sets `eof` once stdin ended and the last block is added.
+fn receive(log: &Wal, tracker: &BlockTracker, eof: &AtomicBool) -> Result<(), String> {
+    let mut stdin = std::io::stdin().lock();
+    let mut line = String::new();
+    let mut block = String::new();
+    let mut ids = Vec::new();
+    loop {
+        line.clear();
+        let n = stdin
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the source: {e}"))?;
+        // A line without its newline was cut short: not a record.
+        let ended = n == 0 || !line.ends_with('\n');
+        if !ended {
+            let l = line.trim_end_matches('\n');
+            if l != "." {
+                let (id, _) = parse_record(l).ok_or("bad record from the source")?;
+                ids.push(id);
+                block.push_str(l);
+                block.push('\n');
+            }
+            if l != "." && ids.len() < BLOCK_RECORDS_MAX {
+                continue;
+            }
+        }
+        if !ids.is_empty() {
+            let handle = log.append(block.as_bytes()).map_err(lib("receiver log"))?;
+            tracker
+                .add_block(BlockInfo {
+                    stream_id: 0,
+                    handle,
+                    records: ids.len() as u64,
+                    receive_time: now_ms(),
+                })
+                .map_err(lib("add_block"))?;
+            // Only now may the source be acknowledged.
+            say(&format!("ack {}", ranges(&ids)))?;
+            ids.clear();
+            block.clear();
+        }
+        if ended {
+            eof.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! The `streamwal` binary's inspect, verify and dump commands, run as a real process: they report healthy and damaged logs and checkpoint directories truthfully, print records exactly, and fail with one-line errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use streamwal::recovery::{ContextOptions, get_or_create};
+use streamwal::tracker::BlockInfo;
+use streamwal::{RecordHandle, Wal, WalOptions};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_streamwal"))
+        .args(args)
+        .output()
+        .expect("run the streamwal binary")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// A log with small segments: 30 records "record N" over several segments,
+/// plus one binary record. Returns the handles.
+/// Small segments, not preallocated: fast to write.
+fn small() -> WalOptions {
+    WalOptions {
+        segment_bytes: 4 << 10,
+        max_record_bytes: 1 << 10,
+        preallocate: false,
+        ..WalOptions::default()
+    }
+}
+
+fn build_log(dir: &Path) -> Vec<RecordHandle> {
+    let wal = Wal::open(dir, small()).expect("open");
+    let mut handles = Vec::new();
+    for i in 1..=30 {
+        let payload = format!("record {i} {}", "x".repeat(200));
+        handles.push(wal.append(payload.as_bytes()).expect("append"));
+    }
+    handles.push(wal.append(&[0, 1, 2, 0xff]).expect("append binary"));
+    wal.close().expect("close");
+    handles
+}
+
+fn payload_of(i: u64) -> String {
+    format!("record {i} {}", "x".repeat(200))
+}
+
+fn assert_one_line_error(o: &Output, needle: &str) {
+    assert!(!o.status.success(), "must fail: {o:?}");
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = stderr(o);
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn verify_passes_a_healthy_log() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("log");
+    let handles = build_log(&dir);
+    assert!(
+        handles.last().expect("records").segment() > 1,
+        "several segments"
+    );
+    let o = run(&["verify", s(&dir)]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("OK"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("31 record(s)"), "{}", stdout(&o));
+
+    let o = run(&["verify", "--json", s(&dir)]);
+    assert!(o.status.success(), "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(v["healthy"], true);
+    assert_eq!(v["kind"], "log");
+    assert_eq!(v["problems"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn verify_names_the_file_and_offset_of_a_flipped_byte() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("log");
+    let handles = build_log(&dir);
+    // A record in the first, sealed segment; flip one payload byte by hand.
+    let h = handles[2];
+    assert_eq!(h.segment(), 1);
+    let file = dir.join(streamwal::wal::segment_file_name(1));
+    let mut bytes = std::fs::read(&file).expect("read segment");
+    let at = (h.offset() + 40 + 3) as usize;
+    bytes[at] ^= 0x01;
+    std::fs::write(&file, &bytes).expect("write segment");
+
+    let o = run(&["verify", s(&dir)]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let out = stdout(&o);
+    let want = format!("ERROR {} offset {}", file.display(), h.offset());
+    assert!(out.contains(&want), "{out} should contain {want}");
+    assert!(out.contains("checksum mismatch"), "{out}");
+
+    let o = run(&["verify", "--json", s(&dir)]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(v["healthy"], false);
+    let p = &v["problems"][0];
+    assert_eq!(p["file"], s(&file));
+    assert_eq!(p["offset"], h.offset());
+
+    // dump prints the records that are intact and then fails in one line.
+    let o = run(&["dump", s(&dir)]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert_eq!(
+        stdout(&o).lines().count(),
+        30,
+        "the damaged record is skipped"
+    );
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("damaged"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_torn_tail_is_a_warning_unless_strict() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("log");
+    let handles = build_log(&dir);
+    let last = handles.last().expect("records");
+    let file = dir.join(streamwal::wal::segment_file_name(last.segment()));
+    // Half of a frame header after the last record: an unsynced write cut
+    // by a crash.
+    let end = last.offset() + 40 + u64::from(last.len());
+    let mut bytes = std::fs::read(&file).expect("read");
+    bytes.truncate(end as usize);
+    bytes.extend_from_slice(&[0x5a; 20]);
+    std::fs::write(&file, &bytes).expect("write");
+
+    let o = run(&["verify", s(&dir)]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!("WARNING {} offset {end}", file.display())),
+        "{out}"
+    );
+    assert!(out.contains("torn tail"), "{out}");
+    let o = run(&["verify", "--strict", s(&dir)]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let o = run(&["inspect", s(&dir)]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("torn tail: 20 bytes"), "{}", stdout(&o));
+    // Nothing was modified.
+    assert_eq!(std::fs::read(&file).expect("read"), bytes);
+    // The library agrees: a read-write open repairs exactly that tail.
+    let wal = Wal::open(&dir, small()).expect("strict open");
+    assert_eq!(wal.recovery_report().torn_at, Some((file.clone(), end)));
+    drop(wal);
+    let o = run(&["verify", "--strict", s(&dir)]);
+    assert!(o.status.success(), "{o:?}");
+}
+
+#[test]
+fn dump_prints_every_record_with_its_handle() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("log");
+    let handles = build_log(&dir);
+
+    let o = run(&["dump", s(&dir)]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 31);
+    for (i, h) in handles.iter().take(30).enumerate() {
+        let want = format!(
+            "lsn={} segment={} offset={} len={} text={}",
+            h.lsn(),
+            h.segment(),
+            h.offset(),
+            h.len(),
+            payload_of(i as u64 + 1)
+        );
+        assert_eq!(lines[i], want);
+    }
+    assert!(lines[30].ends_with("hex=000102ff"), "{}", lines[30]);
+
+    let o = run(&["dump", s(&dir), "--from", "5", "--limit", "3"]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    let lsns: Vec<&str> = out
+        .lines()
+        .map(|l| &l[..l.find(' ').unwrap_or(0)])
+        .collect();
+    assert_eq!(lsns, ["lsn=5", "lsn=6", "lsn=7"]);
+
+    let o = run(&["dump", s(&dir), "--format", "hex", "--limit", "1"]);
+    assert!(
+        stdout(&o)
+            .trim_end()
+            .ends_with(&format!("hex={}", hex(payload_of(1).as_bytes())))
+    );
+
+    let o = run(&["dump", s(&dir), "--format", "json"]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    let values: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(values.len(), 31);
+    for (v, h) in values.iter().zip(&handles) {
+        assert_eq!(v["lsn"], h.lsn());
+        assert_eq!(v["segment"], h.segment());
+        assert_eq!(v["offset"], h.offset());
+        assert_eq!(v["len"], h.len());
+    }
+    assert_eq!(values[0]["text"], payload_of(1));
+    assert_eq!(values[30]["hex"], "000102ff");
+}
+
+#[test]
+fn dump_json_escapes_awkward_text() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("log");
+    let nasty = "quote\" back\\slash\nnew\ttab \u{1} é \u{2028} end";
+    let wal = Wal::open(&dir, small()).expect("open");
+    wal.append(nasty.as_bytes()).expect("append");
+    wal.close().expect("close");
+    let o = run(&["dump", "--format", "json", s(&dir)]);
+    assert!(o.status.success(), "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(v["text"], nasty);
+    // Text mode does not print control characters raw.
+    let o = run(&["dump", s(&dir)]);
+    assert_eq!(stdout(&o).lines().count(), 1);
+    assert!(stdout(&o).contains(&format!("hex={}", hex(nasty.as_bytes()))));
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn inspect_lists_segments() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("log");
+    let handles = build_log(&dir);
+    let segments = handles.last().expect("records").segment();
+    let o = run(&["inspect", s(&dir)]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    let seg_lines: Vec<&str> = out.lines().filter(|l| l.contains("segment ")).collect();
+    assert_eq!(seg_lines.len() as u64, segments, "{out}");
+    assert_eq!(out.matches("sealed").count() as u64, segments - 1, "{out}");
+    assert_eq!(out.matches("active").count(), 1, "{out}");
+    let first_seg: Vec<&RecordHandle> = handles.iter().filter(|h| h.segment() == 1).collect();
+    let want = format!(
+        "lsn 1..{}  {} records  sealed",
+        first_seg.len(),
+        first_seg.len()
+    );
+    assert!(seg_lines[0].contains(&want), "{} vs {want}", seg_lines[0]);
+    assert!(out.contains("torn tail: none"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "total: {segments} segments, 31 records, lsn 1..31"
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn inspect_and_verify_a_checkpoint_directory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ckpt = tmp.path().join("ckpt");
+    let recv = tmp.path().join("recv");
+    {
+        let mut opts = ContextOptions::new(1000);
+        opts.receiver_log = small();
+        opts.journal = small();
+        let mut ctx =
+            get_or_create(&ckpt, &recv, opts, 0, || vec!["words".to_string()]).expect("context");
+        let add = |ctx: &streamwal::recovery::StreamingContext<Vec<String>>, n: u64| {
+            let handle = ctx.receiver_log.append(b"a b c").expect("append");
+            ctx.tracker
+                .add_block(BlockInfo {
+                    stream_id: 0,
+                    handle,
+                    records: 3,
+                    receive_time: n,
+                })
+                .expect("add block");
+        };
+        add(&ctx, 1);
+        add(&ctx, 2);
+        ctx.tracker
+            .allocate_blocks_to_batch(1000)
+            .expect("allocate");
+        ctx.tracker.commit_batch(1000).expect("commit");
+        ctx.checkpoint(1000, vec![], Default::default())
+            .expect("checkpoint");
+        // After the checkpoint: one more batch allocated, not committed, and
+        // a block left unallocated.
+        add(&ctx, 3);
+        ctx.tracker
+            .allocate_blocks_to_batch(2000)
+            .expect("allocate");
+        add(&ctx, 4);
+    }
+    let o = run(&["inspect", s(&ckpt)]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert!(
+        out.contains("checkpoint-00000000000000001000.ckpt"),
+        "{out}"
+    );
+    assert!(out.contains("valid"), "{out}");
+    assert!(
+        out.contains("blocks: 4 (1 unallocated, 3 in batches)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("batches: 2 allocated, 1 committed, 1 pending"),
+        "{out}"
+    );
+    assert!(out.contains("3 events replayed"), "{out}");
+
+    let o = run(&["verify", s(&ckpt)]);
+    assert!(o.status.success(), "{o:?}");
+
+    // Damage the checkpoint's body: verify names the file and offset 48.
+    let file = ckpt.join("checkpoint-00000000000000001000.ckpt");
+    let mut bytes = std::fs::read(&file).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x10;
+    std::fs::write(&file, &bytes).expect("write");
+    let o = run(&["verify", s(&ckpt)]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        stdout(&o).contains(&format!("ERROR {} offset 48", file.display())),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&["inspect", s(&ckpt)]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        stdout(&o).contains("INVALID at offset 48"),
+        "{}",
+        stdout(&o)
+    );
+
+    // The receiver log is a log.
+    let o = run(&["verify", s(&recv)]);
+    assert!(o.status.success(), "{o:?}");
+}
+
+#[test]
+fn a_missing_directory_is_a_one_line_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let missing: PathBuf = tmp.path().join("nope");
+    for cmd in ["inspect", "verify", "dump"] {
+        let o = run(&[cmd, s(&missing)]);
+        assert_one_line_error(&o, "nope");
+    }
+    assert!(!missing.exists(), "nothing is created");
+    // A directory that is neither a log nor checkpoints.
+    let o = run(&["verify", s(tmp.path())]);
+    assert_one_line_error(&o, "neither");
+}
+
+#[test]
+fn a_locked_directory_is_a_one_line_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("log");
+    build_log(&dir);
+    let live = Wal::open(&dir, small()).expect("open");
+    for cmd in ["inspect", "verify", "dump"] {
+        let o = run(&[cmd, s(&dir)]);
+        assert_one_line_error(&o, "locked");
+    }
+    drop(live);
+    assert!(run(&["verify", s(&dir)]).status.success());
+}
+
+#[test]
+fn bad_arguments_are_a_one_line_error() {
+    let o = run(&["dump", "/tmp", "--format", "xml"]);
+    assert_one_line_error(&o, "xml");
+    let o = run(&["verify", "--bogus", "/tmp"]);
+    assert_one_line_error(&o, "--bogus");
+    let o = run(&["frobnicate"]);
+    assert_one_line_error(&o, "frobnicate");
+    let o = run(&["--help"]);
+    assert!(o.status.success());
+    for cmd in ["inspect", "verify", "dump", "demo"] {
+        assert!(stdout(&o).contains(cmd), "{}", stdout(&o));
+    }
+    assert!(!stdout(&o).contains("demo-worker"));
+}
+
+#[test]
+fn a_missing_segment_and_stray_files_are_reported_without_panic() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("log");
+    build_log(&dir);
+    let wal = Wal::open(&dir, small()).expect("reopen");
+    let mut last = None;
+    for i in 0..40 {
+        last = Some(wal.append(payload_of(100 + i).as_bytes()).expect("append"));
+    }
+    let last = last.expect("records");
+    wal.close().expect("close");
+    assert!(last.segment() >= 3);
+    std::fs::write(dir.join(".DS_Store"), b"junk").expect("stray");
+    std::fs::write(dir.join("00000000000000000001.wal~"), b"backup").expect("stray");
+    let o = run(&["verify", s(&dir)]);
+    assert!(o.status.success(), "stray files are not damage: {o:?}");
+    let o = run(&["inspect", s(&dir)]);
+    assert!(stdout(&o).contains(".DS_Store"), "{}", stdout(&o));
+
+    std::fs::remove_file(dir.join(streamwal::wal::segment_file_name(2))).expect("rm");
+    let o = run(&["verify", s(&dir)]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let seg3 = dir.join(streamwal::wal::segment_file_name(3));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!("ERROR {} offset 0", seg3.display())),
+        "{out}"
+    );
+    assert!(out.contains("segment 2 is missing"), "{out}");
+
+    // A segment that is garbage from its first byte.
+    std::fs::write(dir.join(streamwal::wal::segment_file_name(1)), [0xa5; 100]).expect("junk");
+    for cmd in ["verify", "inspect", "dump"] {
+        let o = run(&[cmd, s(&dir)]);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {o:?}");
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+}
