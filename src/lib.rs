@@ -38,6 +38,8 @@ pub mod error;
 pub mod fuzzing;
 pub mod limits;
 pub mod recovery;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod storage;
 pub mod tracker;
 pub mod wal;
