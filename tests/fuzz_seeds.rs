@@ -99,6 +99,14 @@ fn journal_holds_on_seeds_and_mutations() {
     }
 }
 
+#[cfg(feature = "sim")]
+#[test]
+fn wal_differential_holds_on_its_corpus() {
+    for (_, input) in seeds("wal_differential") {
+        streamwal::sim::differential::wal_differential_target(&input);
+    }
+}
+
 /// Regenerates the seed files from real logs:
 /// `cargo test --test fuzz_seeds -- --ignored write_seeds`.
 #[test]
