@@ -26,8 +26,19 @@
 //! # }
 //! ```
 //!
+//! The parts:
+//! - [`Wal`]: the receiver write-ahead log (append with group commit, read
+//!   by handle, iterate, retention, recovery);
+//! - [`checkpoint`]: atomic, checksummed checkpoints and a background writer;
+//! - [`tracker`]: the metadata journal of blocks, batch allocations, commits;
+//! - [`recovery`]: `get_or_create`, which rebuilds a driver's state and lists
+//!   the batches it must run again;
+//! - [`storage`]: the file-system seam every byte goes through;
+//! - `sim` (feature `sim`): the crash simulator and harness.
+//!
 //! The on-disk format is specified in `docs/FORMAT.md`; the protocols and the
-//! crash reasoning in `docs/DESIGN.md`.
+//! crash reasoning in `docs/DESIGN.md`; the failure model and what the tests
+//! explored in `docs/RELIABILITY.md`.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 

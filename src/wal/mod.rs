@@ -2,7 +2,7 @@
 //! group commit, read by handle or in order, trimmed by retention, recovered
 //! on open.
 //!
-//! Submodules: [`format`] is the pure codec (every on-disk byte is encoded and
+//! Submodules: [`format`](mod@format) is the pure codec (every on-disk byte is encoded and
 //! decoded there); `segment` names and creates segment files; `reader` scans
 //! frames; `recover` opens a directory; `writer` appends with group commit;
 //! `iter` reads in order.
