@@ -87,6 +87,8 @@ fn tracker_allocations_and_commits() {
     );
     eprintln!("{report}");
     report.assert_passed();
+    // The workload ran whole (an early failure would leave few I/O steps).
+    assert!(report.steps >= 200, "{} steps", report.steps);
 }
 
 #[test]
@@ -127,6 +129,8 @@ fn tracker_concurrent_receivers() {
     );
     eprintln!("{report}");
     report.assert_passed();
+    // The workload ran whole (an early failure would leave few I/O steps).
+    assert!(report.steps >= 150, "{} steps", report.steps);
 }
 
 const CKPT: &str = "/sim/driver/checkpoints";
@@ -240,4 +244,6 @@ fn driver_recovery_with_checkpoints() {
     );
     eprintln!("{report}");
     report.assert_passed();
+    // The workload ran whole (an early failure would leave few I/O steps).
+    assert!(report.steps >= 400, "{} steps", report.steps);
 }

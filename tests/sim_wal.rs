@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use streamwal::sim::checkers::{
     self, WalEvent, append_batch_recorded, append_recorded, purge_recorded,
@@ -36,6 +37,7 @@ fn payload(i: u64) -> Vec<u8> {
 #[test]
 fn wal_200_appends_with_rollovers() {
     let dir = Path::new(DIR);
+    let acked = AtomicU64::new(0);
     let report = CrashHarness::new("wal-200").seeds(8).run(
         |storage: Arc<dyn Storage>, rec: &Recorder<WalEvent>| {
             let Ok(wal) = Wal::open_with_storage(storage, dir, opts()) else {
@@ -45,6 +47,7 @@ fn wal_200_appends_with_rollovers() {
                 if append_recorded(&wal, rec, &payload(i)).is_err() {
                     return;
                 }
+                acked.fetch_add(1, Ordering::SeqCst);
             }
             assert!(wal.stats().segments_created >= 10, "rollovers");
         },
@@ -53,6 +56,10 @@ fn wal_200_appends_with_rollovers() {
     eprintln!("{report}");
     report.assert_passed();
     assert!(report.steps >= 400);
+    assert!(
+        acked.load(Ordering::SeqCst) >= 200,
+        "the workload ran whole"
+    );
 }
 
 #[test]
@@ -60,6 +67,7 @@ fn wal_concurrent_appenders() {
     // The workload runs once with real threads; its I/O steps serialize on
     // the simulator's lock and each crash state is a snapshot of that run.
     let dir = Path::new(DIR);
+    let acked = AtomicU64::new(0);
     let report = CrashHarness::new("wal-concurrent").run(
         |storage: Arc<dyn Storage>, rec: &Recorder<WalEvent>| {
             let Ok(wal) = Wal::open_with_storage(storage, dir, opts()) else {
@@ -68,6 +76,7 @@ fn wal_concurrent_appenders() {
             std::thread::scope(|s| {
                 for t in 0..4u64 {
                     let wal = &wal;
+                    let acked = &acked;
                     s.spawn(move || {
                         for i in 0..30u64 {
                             let id = 1000 * (t + 1) + i;
@@ -80,6 +89,7 @@ fn wal_concurrent_appenders() {
                             if r.is_err() {
                                 return;
                             }
+                            acked.fetch_add(1, Ordering::SeqCst);
                         }
                     });
                 }
@@ -89,6 +99,10 @@ fn wal_concurrent_appenders() {
     );
     eprintln!("{report}");
     report.assert_passed();
+    assert!(
+        acked.load(Ordering::SeqCst) >= 120,
+        "the workload ran whole"
+    );
 }
 
 /// Group commit made deterministic with the simulator's sync gate: in each
@@ -144,6 +158,7 @@ fn wal_group_commit_deterministic() {
 #[test]
 fn wal_retention_and_reopen() {
     let dir = Path::new(DIR);
+    let acked = AtomicU64::new(0);
     let report = CrashHarness::new("wal-retention").run(
         |storage: Arc<dyn Storage>, rec: &Recorder<WalEvent>| {
             let mut n = 0;
@@ -156,6 +171,7 @@ fn wal_retention_and_reopen() {
                     let Ok(h) = append_recorded(&wal, rec, &payload(n)) else {
                         return;
                     };
+                    acked.fetch_add(1, Ordering::SeqCst);
                     if n % 20 == 0 && purge_recorded(&wal, rec, h.lsn() - 15).is_err() {
                         return;
                     }
@@ -169,6 +185,10 @@ fn wal_retention_and_reopen() {
     );
     eprintln!("{report}");
     report.assert_passed();
+    assert!(
+        acked.load(Ordering::SeqCst) >= 150,
+        "the workload ran whole"
+    );
 }
 
 /// Under `SyncPolicy::Never` and `Periodic` an append is acknowledged
@@ -191,6 +211,7 @@ fn wal_relaxed_policies_ack_on_sync() {
             sync_policy: policy,
             ..opts()
         };
+        let acked = AtomicU64::new(0);
         let report = CrashHarness::new(format!("wal-{name}")).run(
             |storage: Arc<dyn Storage>, rec: &Recorder<WalEvent>| {
                 let mut pending = Vec::new();
@@ -213,6 +234,7 @@ fn wal_relaxed_policies_ack_on_sync() {
                             }
                             for (handle, payload) in pending.drain(..) {
                                 rec.record(WalEvent::Acked { handle, payload });
+                                acked.fetch_add(1, Ordering::SeqCst);
                             }
                         }
                     }
@@ -221,6 +243,7 @@ fn wal_relaxed_policies_ack_on_sync() {
                     }
                     for (handle, payload) in pending.drain(..) {
                         rec.record(WalEvent::Acked { handle, payload });
+                        acked.fetch_add(1, Ordering::SeqCst);
                     }
                 }
             },
@@ -228,12 +251,17 @@ fn wal_relaxed_policies_ack_on_sync() {
         );
         eprintln!("{report}");
         report.assert_passed();
+        assert!(
+            acked.load(Ordering::SeqCst) >= 80,
+            "{name}: the workload ran whole"
+        );
     }
 }
 
 #[test]
 fn wal_small_case_exhaustive() {
     let dir = Path::new(DIR);
+    let acked = AtomicU64::new(0);
     let report = CrashHarness::new("wal-exhaustive")
         .seeds(0)
         .exhaustive(400)
@@ -247,12 +275,14 @@ fn wal_small_case_exhaustive() {
                     if append_recorded(&wal, rec, &payload(i * 3)).is_err() {
                         return;
                     }
+                    acked.fetch_add(1, Ordering::SeqCst);
                 }
             },
             checkers::wal_checker(dir, opts()),
         );
     eprintln!("{report}");
     report.assert_passed();
+    assert!(acked.load(Ordering::SeqCst) >= 4, "the workload ran whole");
 }
 
 /// Power-loss states an explicit enumeration finds for one unsynced append.
