@@ -109,7 +109,13 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     }
     let sent = demo.next_id.load(Ordering::SeqCst);
     let (_, _, out_dir) = engine::layout(&dir);
-    let verdict = check::verify(&out_dir, sent, &demo.stats.acked);
+    let mut verdict = check::verify(&out_dir, sent, &demo.stats.acked);
+    if demo.stats.protocol_errors > 0 {
+        verdict.problems.push(format!(
+            "{} garbled protocol lines from the worker",
+            demo.stats.protocol_errors
+        ));
+    }
     demo.stats.table(sent, &verdict);
     if verdict.pass() {
         if temporary {

@@ -129,6 +129,16 @@ pub fn verify(out: &Path, sent: u64, acked: &[bool]) -> Verdict {
             }
         }
     }
+    // Acknowledgements the source cannot account for, or none at all, mean
+    // the check proved nothing.
+    if acked.len() as u64 > sent
+        && acked[usize::try_from(sent).unwrap_or(usize::MAX)..].contains(&true)
+    {
+        v.problem("a record the source never sent was acknowledged".into());
+    }
+    if v.acked_once == 0 {
+        v.problem("no record was acknowledged and counted: the run proved nothing".into());
+    }
     v
 }
 

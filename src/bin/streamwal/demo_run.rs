@@ -43,6 +43,8 @@ pub struct Stats {
     pub batches: u64,
     /// Kills made.
     pub kills: u32,
+    /// Protocol lines from the worker that could not be parsed.
+    pub protocol_errors: u64,
     /// Kills that landed between a batch's `start` and its `batch` line.
     kills_in_batch: u32,
     /// Kills that landed before the worker was `ready`.
@@ -357,7 +359,12 @@ impl Stats {
         let mut f = line.split(' ');
         match (f.next(), f.next(), f.next(), f.next()) {
             (Some("ack"), Some(list), None, None) => {
-                for id in parse_ranges(list).unwrap_or_default() {
+                let Ok(ids) = parse_ranges(list) else {
+                    // A garbled acknowledgement must fail the run, not vanish.
+                    self.protocol_errors += 1;
+                    return false;
+                };
+                for id in ids {
                     let Ok(i) = usize::try_from(id) else { continue };
                     if i >= self.acked.len() {
                         self.acked.resize(i + 1, false);
