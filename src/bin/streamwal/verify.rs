@@ -113,7 +113,7 @@ fn torn_warning(tail: &Option<(PathBuf, u64, u64)>, warnings: &mut Vec<Finding>)
             file: path.clone(),
             offset: *off,
             reason: format!(
-                "torn tail of {bytes} bytes (unacknowledged writes cut by a crash; the next open truncates them)"
+                "torn tail of {bytes} bytes: damage confined to the last write, which a crash leaves (unacknowledged) and which rot there looks like; the next open drops these records (--strict makes this an error)"
             ),
         });
     }
