@@ -177,8 +177,11 @@ where
 /// checkpoint but a journal, the graph comes from `create` and the journal
 /// alone gives the batches.
 ///
-/// Recovery only reads: it writes nothing but the logs' own torn-tail
-/// repairs.
+/// Recovery changes no record. It does write: missing directories and lock
+/// files are created, an empty segment for a fresh or re-configured log,
+/// leftover temporary files are removed, torn tails are zeroed and each log's
+/// unproven last write is rewritten with its own bytes (see
+/// [`Wal::open_with_storage`]).
 ///
 /// # Errors
 /// [`Error::InvalidOptions`] if the batch interval is zero or the downtime

@@ -208,7 +208,8 @@ pub struct WalStats {
     pub records_appended: u64,
     /// Payload and frame bytes written by appends.
     pub bytes_written: u64,
-    /// Group-commit batches written (one `write` each, per segment touched).
+    /// Writes issued by the append path: one per group-commit chunk (a batch
+    /// is split per segment and at `max_batch_bytes`).
     pub batches: u64,
     /// `fdatasync` calls on segment files by the append and sync paths.
     pub data_syncs: u64,

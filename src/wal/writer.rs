@@ -114,7 +114,10 @@ impl Wal {
     /// nothing a crashed predecessor left in the page cache is trusted before
     /// it is durable), checks every segment header, record checksum, LSN and
     /// segment link, and repairs a torn tail of the last segment by zeroing
-    /// it and syncing. What it found is in [`Wal::recovery_report`].
+    /// it and syncing. It then writes the last segment's unproven last write
+    /// (records no later frame proves durable) again with the same bytes and
+    /// syncs, so a predecessor's failed fsync cannot leave records that look
+    /// durable but are not. What it found is in [`Wal::recovery_report`].
     ///
     /// # Errors
     /// - [`Error::Locked`] at once if another `Wal` holds the directory.
@@ -277,7 +280,8 @@ impl Wal {
 
     /// Append several records as one unit of waiting: their LSNs are
     /// consecutive, and under [`SyncPolicy::Always`] they become durable with
-    /// one sync (several if they exceed `max_batch_bytes`). All records are
+    /// one sync (more if they exceed `max_batch_bytes` or cross into a new
+    /// segment). All records are
     /// stamped with the current time.
     ///
     /// Not atomic across a crash: after a crash, a prefix of the batch may
