@@ -6,6 +6,7 @@ use super::format::{self, FrameHeader, FrameHeaderError, SegmentHeader};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::{FRAME_HEADER_BYTES, RECORD_BYTES_MAX, SCAN_CHUNK_BYTES};
 use crate::storage::StorageFile;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -197,13 +198,13 @@ pub struct ScanOutcome {
     pub end: u64,
     /// Largest record time seen (0 if none).
     pub max_time: u64,
-    /// Smallest record time seen (`u64::MAX` if none).
-    pub min_time: u64,
     /// The first problem at `end`, if records stop for a reason other than a
     /// clean zero tail.
     pub problem: Option<CorruptionKind>,
-    /// Largest `durable_lsn` claimed by any valid record.
-    pub max_durable_lsn: u64,
+    /// Offset of the first record that no later record's `durable_lsn`
+    /// proves durable (`end` if every record is proven): the start of the
+    /// writer's last write.
+    pub unproven_from: u64,
 }
 
 /// Scan the records of a segment in order from its first record, stopping at
@@ -214,16 +215,19 @@ pub fn scan_segment(reader: &mut SegmentReader, header: &SegmentHeader) -> Resul
         next_lsn: header.first_lsn,
         end: crate::limits::SEGMENT_HEADER_BYTES,
         max_time: 0,
-        min_time: u64::MAX,
         problem: None,
-        max_durable_lsn: 0,
+        unproven_from: crate::limits::SEGMENT_HEADER_BYTES,
     };
+    // Records not yet proven durable, oldest first: (LSN, offset). Stamps
+    // never decrease, so these are always a suffix of the records seen.
+    let mut unproven: VecDeque<(u64, u64)> = VecDeque::new();
+    let mut proven_lsn = 0;
     loop {
         match reader.frame_at(out.end)? {
-            FrameAt::End => return Ok(out),
+            FrameAt::End => break,
             FrameAt::Bad(k) => {
                 out.problem = Some(k);
-                return Ok(out);
+                break;
             }
             FrameAt::Record(h) => {
                 if h.lsn != out.next_lsn {
@@ -231,15 +235,20 @@ pub fn scan_segment(reader: &mut SegmentReader, header: &SegmentHeader) -> Resul
                         expected: out.next_lsn,
                         found: h.lsn,
                     });
-                    return Ok(out);
+                    break;
+                }
+                unproven.push_back((h.lsn, out.end));
+                proven_lsn = proven_lsn.max(h.durable_lsn);
+                while unproven.front().is_some_and(|&(lsn, _)| lsn <= proven_lsn) {
+                    unproven.pop_front();
                 }
                 out.records += 1;
                 out.next_lsn += 1;
                 out.end += h.frame_bytes();
                 out.max_time = out.max_time.max(h.time);
-                out.min_time = out.min_time.min(h.time);
-                out.max_durable_lsn = out.max_durable_lsn.max(h.durable_lsn);
             }
         }
     }
+    out.unproven_from = unproven.front().map_or(out.end, |&(_, off)| off);
+    Ok(out)
 }

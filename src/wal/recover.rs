@@ -212,7 +212,7 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &WalOptions) -> R
                 report.torn_at = Some((path.clone(), scan.end));
             }
             if is_last && scan.records > 0 {
-                rewrite_unproven(&mut reader, &*file, &header, scan.max_durable_lsn, scan.end)?;
+                rewrite_unproven(&mut reader, &*file, scan.unproven_from, scan.end)?;
             }
             SegmentScanned {
                 end: scan.end,
@@ -296,42 +296,23 @@ pub(super) fn check_torn_tail(
     Ok(())
 }
 
-/// Rewrite, with the bytes just read, the records of the last segment that
-/// no later record proves durable (LSN above `proven`), then sync them.
+/// Rewrite, with the bytes just read, the records of the last segment from
+/// `pos` (the first record no later record proves durable) to `end`, then
+/// sync them.
 ///
 /// A predecessor whose `fdatasync` failed may have left those records in the
 /// page cache, marked clean but never written: a sync now would return Ok
 /// without writing them, and reading them proves nothing. Writing the same
-/// bytes again dirties the pages so the sync really writes them. Everything
-/// up to `proven` was durable before a later frame was written, so at most
-/// the last write of the predecessor (under `SyncPolicy::Always`) is redone.
+/// bytes again dirties the pages so the sync really writes them. Every record
+/// before `pos` was durable before a later frame was written, so at most the
+/// last write of the predecessor (under `SyncPolicy::Always`) is redone.
 fn rewrite_unproven(
     reader: &mut SegmentReader,
     file: &dyn StorageFile,
-    header: &SegmentHeader,
-    proven: u64,
+    pos: u64,
     end: u64,
 ) -> Result<()> {
     let path = reader.path().to_path_buf();
-    let mut pos = SEGMENT_HEADER_BYTES;
-    let mut lsn = header.first_lsn;
-    while pos < end && lsn <= proven {
-        match reader.frame_at(pos)? {
-            FrameAt::Record(h) => {
-                pos += h.frame_bytes();
-                lsn = h.lsn + 1;
-            }
-            // The scan just read these frames; anything else is a change
-            // under our feet.
-            FrameAt::End | FrameAt::Bad(_) => {
-                return Err(Error::corruption(
-                    &path,
-                    pos,
-                    CorruptionKind::UnexpectedData,
-                ));
-            }
-        }
-    }
     if pos >= end {
         return Ok(());
     }
