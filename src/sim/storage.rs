@@ -957,6 +957,10 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    /// Calls must happen in a reproducible order on the caller's threads.
+    fn allows_background_io(&self) -> bool {
+        false
+    }
     fn try_lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
         let mut g = self.lock();
         if !dir_exists(&g.fs.live, dir) {

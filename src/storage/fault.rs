@@ -134,6 +134,10 @@ impl Storage for FaultyStorage {
         self.inner.sync_dir(dir)
     }
 
+    /// Calls must happen in a reproducible order on the caller's threads.
+    fn allows_background_io(&self) -> bool {
+        false
+    }
     fn try_lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
         self.inner.try_lock_dir(dir)
     }

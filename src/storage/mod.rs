@@ -59,6 +59,14 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// another holder (in this process or another) has it. The lock is held
     /// until the returned guard is dropped.
     fn try_lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>>;
+    /// Whether the log may call this storage from a background thread of its
+    /// own (to prepare the next segment ahead of need). A storage whose
+    /// operations must happen in a reproducible order on the caller's threads
+    /// (a simulator counting steps, a fault plan counting calls) returns
+    /// false. Default true.
+    fn allows_background_io(&self) -> bool {
+        true
+    }
 }
 
 /// An open file.

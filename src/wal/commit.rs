@@ -11,7 +11,7 @@
 use super::format::{FrameHeader, SegmentHeader, encode_frame};
 use super::options::{RecordHandle, SyncPolicy};
 use super::recover::SegmentInfo;
-use super::segment::create_segment;
+use super::segment::{create_segment, install_spare};
 use super::writer::{Shared, preallocate_bytes};
 use crate::error::{Error, Result};
 use crate::limits::{FRAME_HEADER_BYTES, LSN_MAX, SEGMENT_HEADER_BYTES};
@@ -37,6 +37,9 @@ pub(crate) struct State {
     /// Bytes written since the last sync.
     pub(super) unsynced_bytes: u64,
     pub(super) pending: Batch,
+    /// Number of the pending batch; batches are numbered in the order they
+    /// are written. Its appenders wait on `batch_done[pending_id % 2]`.
+    pub(super) pending_id: u64,
     pub(super) spare: Batch,
     pub(super) leader: bool,
     pub(super) poisoned: bool,
@@ -71,6 +74,9 @@ pub(super) struct Chunk {
 pub(super) struct Io {
     pub(super) file: Arc<dyn StorageFile>,
     pub(super) path: PathBuf,
+    /// The next segment's spare has been asked for (once this segment is
+    /// half full, so that a log opened only to be read costs no spare).
+    pub(super) spare_requested: bool,
 }
 
 impl Shared {
@@ -101,6 +107,15 @@ impl Shared {
 
     fn wait<'a>(&self, st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
         self.cond.wait(st).map_err(|_| Error::Poisoned)
+    }
+
+    /// Wait for batch `id` to be written (or for this thread's turn to lead
+    /// it). Appenders of one batch share a condition variable, so finishing a
+    /// batch wakes its own appenders, not those gathered in the next one.
+    fn wait_batch<'a>(&self, st: MutexGuard<'a, State>, id: u64) -> Result<MutexGuard<'a, State>> {
+        self.batch_done[(id % 2) as usize]
+            .wait(st)
+            .map_err(|_| Error::Poisoned)
     }
 
     /// Give `payload` its LSN and place, and encode its frame into the
@@ -194,6 +209,8 @@ impl Shared {
     /// batches when no one else is.
     pub(super) fn complete<'a>(&'a self, mut st: MutexGuard<'a, State>, lsn: u64) -> Result<()> {
         let durable = self.opts.sync_policy == SyncPolicy::Always;
+        // `reserve` just put the record in the pending batch, under this lock.
+        let batch = st.pending_id;
         loop {
             let done = if durable {
                 st.synced_lsn >= lsn
@@ -207,7 +224,7 @@ impl Shared {
                 return Err(Error::Poisoned);
             }
             st = if st.leader {
-                self.wait(st)?
+                self.wait_batch(st, batch)?
             } else {
                 self.lead(st)?
             };
@@ -240,6 +257,8 @@ impl Shared {
         st.leader = true;
         let spare = std::mem::take(&mut st.spare);
         let mut batch = std::mem::replace(&mut st.pending, spare);
+        let id = st.pending_id;
+        st.pending_id += 1;
         let want_sync = st.want_sync_lsn > st.synced_lsn;
         let unsynced_before = st.unsynced_bytes;
         let written_before = st.written_lsn;
@@ -255,6 +274,9 @@ impl Shared {
                 st.poisoned = true;
                 drop(st);
                 self.cond.notify_all();
+                for c in &self.batch_done {
+                    c.notify_all();
+                }
                 return Err(e);
             }
         };
@@ -282,6 +304,12 @@ impl Shared {
         batch.buf.clear();
         batch.chunks.clear();
         st.spare = batch;
+        // Wake this batch's appenders, hand the lead to one appender of the
+        // next batch if it has any, and wake `sync` callers.
+        self.batch_done[(id % 2) as usize].notify_all();
+        if !st.pending.chunks.is_empty() {
+            self.batch_done[((id + 1) % 2) as usize].notify_one();
+        }
         self.cond.notify_all();
         Ok(st)
     }
@@ -318,16 +346,24 @@ impl Shared {
                     unsynced_window_bytes: self.opts.unsynced_window_bytes(),
                     max_record_bytes: self.opts.max_record_bytes,
                 };
-                let (path, file) = create_segment(
-                    &*self.storage,
-                    &self.dir,
-                    &header,
-                    preallocate_bytes(&self.opts),
-                )?;
+                let spare = self.spares.as_ref().and_then(|s| s.take(chunk.seq));
+                let (path, file) = match spare {
+                    Some(spare) => {
+                        c.segments_prepared_ahead.fetch_add(1, Ordering::Relaxed);
+                        install_spare(&*self.storage, &self.dir, &header, spare)?
+                    }
+                    None => create_segment(
+                        &*self.storage,
+                        &self.dir,
+                        &header,
+                        preallocate_bytes(&self.opts),
+                    )?,
+                };
                 c.segments_created.fetch_add(1, Ordering::Relaxed);
                 *io = Io {
                     file: file.clone(),
                     path: path.clone(),
+                    spare_requested: false,
                 };
                 out.new_segments.push(SegmentInfo {
                     path,
@@ -342,6 +378,13 @@ impl Shared {
             io.file
                 .write_at(bytes, chunk.offset)
                 .map_err(|e| Error::io("write", &io.path, e))?;
+            if let Some(s) = &self.spares
+                && !io.spare_requested
+                && chunk.offset + bytes.len() as u64 >= self.opts.segment_bytes / 2
+            {
+                s.request(chunk.seq + 1);
+                io.spare_requested = true;
+            }
             c.batches.fetch_add(1, Ordering::Relaxed);
             c.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             unsynced += bytes.len() as u64;

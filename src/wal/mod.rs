@@ -5,7 +5,7 @@
 //! Submodules: [`format`](mod@format) is the pure codec (every on-disk byte is encoded and
 //! decoded there); `segment` names and creates segment files; `reader` scans
 //! frames; `recover` opens a directory; `writer` appends with group commit;
-//! `iter` reads in order.
+//! `spare` prepares the next segment ahead of need; `iter` reads in order.
 
 mod commit;
 pub mod format;
@@ -15,6 +15,7 @@ mod options;
 mod reader;
 mod recover;
 mod segment;
+mod spare;
 mod writer;
 
 pub use inspect::{LogScan, SegmentScan, scan_log};

@@ -68,6 +68,14 @@ pub struct WalOptions {
     /// that appends overwrite written blocks and `fdatasync` commits no
     /// metadata. Default true.
     pub preallocate: bool,
+    /// Prepare (zero-fill and sync) the next segment on a background thread
+    /// while the current one fills, so that rollover on the append path only
+    /// writes the new segment's header, syncs it and renames the file.
+    /// Applies only with `preallocate`, and only on storage that
+    /// [allows background I/O](crate::storage::Storage::allows_background_io)
+    /// (the simulator and the fault injector do not, so their operation
+    /// order stays reproducible). Default true.
+    pub prepare_ahead: bool,
     /// How damage found on open is treated. Default [`RecoveryMode::Strict`].
     pub recovery_mode: RecoveryMode,
 }
@@ -80,6 +88,7 @@ impl Default for WalOptions {
             max_record_bytes: RECORD_BYTES_DEFAULT,
             max_batch_bytes: BATCH_BYTES_DEFAULT,
             preallocate: true,
+            prepare_ahead: true,
             recovery_mode: RecoveryMode::Strict,
         }
     }
@@ -215,6 +224,9 @@ pub struct WalStats {
     pub data_syncs: u64,
     /// Segments created.
     pub segments_created: u64,
+    /// Of those, segments installed from a spare the background thread had
+    /// prepared (see [`WalOptions::prepare_ahead`]).
+    pub segments_prepared_ahead: u64,
     /// Segments deleted by retention.
     pub segments_removed: u64,
 }

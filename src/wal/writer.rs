@@ -9,6 +9,7 @@ use super::options::{
 };
 use super::recover::{SegmentInfo, recover};
 use super::segment::create_segment;
+use super::spare::SpareMaker;
 use crate::error::{Error, Result};
 use crate::limits::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use crate::storage::{DirLock, StdStorage, Storage};
@@ -58,13 +59,18 @@ pub(crate) struct Shared {
     pub(super) log_id: u64,
     pub(super) read_only: bool,
     pub(super) state: Mutex<State>,
+    /// `sync` callers wait here; woken after every batch.
     pub(super) cond: Condvar,
+    /// Appenders wait on the one of these their batch's number picks.
+    pub(super) batch_done: [Condvar; 2],
     pub(super) io: Mutex<Option<Io>>,
     pub(super) retention: Mutex<()>,
     pub(super) counters: Counters,
     pub(super) report: RecoveryReport,
     pub(super) stop: Mutex<bool>,
     pub(super) stop_cond: Condvar,
+    /// Prepares the next segment ahead of need (see [`WalOptions::prepare_ahead`]).
+    pub(super) spares: Option<SpareMaker>,
     pub(super) _lock: Option<Box<dyn DirLock>>,
 }
 
@@ -75,6 +81,7 @@ pub(super) struct Counters {
     pub(super) batches: AtomicU64,
     pub(super) data_syncs: AtomicU64,
     pub(super) segments_created: AtomicU64,
+    pub(super) segments_prepared_ahead: AtomicU64,
     pub(super) segments_removed: AtomicU64,
 }
 
@@ -196,6 +203,7 @@ impl Wal {
                 Some(Io {
                     file: tail.file.clone(),
                     path: tail.path.clone(),
+                    spare_requested: false,
                 }),
             ),
             None => (0, SEGMENT_HEADER_BYTES, None),
@@ -211,10 +219,18 @@ impl Wal {
             want_sync_lsn: 0,
             unsynced_bytes: 0,
             pending: Batch::default(),
+            pending_id: 0,
             spare: Batch::default(),
             leader: false,
             poisoned: false,
             segments,
+        };
+        let spares = if !read_only && prepares_ahead(&opts) && storage.allows_background_io() {
+            let maker = SpareMaker::start(storage.clone(), dir.clone(), preallocate_bytes(&opts))
+                .map_err(|e| Error::io("spawn spare preparer", &dir, e))?;
+            Some(maker)
+        } else {
+            None
         };
         let shared = Arc::new(Shared {
             dir,
@@ -223,12 +239,14 @@ impl Wal {
             read_only,
             state: Mutex::new(state),
             cond: Condvar::new(),
+            batch_done: [Condvar::new(), Condvar::new()],
             io: Mutex::new(if read_only { None } else { io }),
             retention: Mutex::new(()),
             counters,
             report,
             stop: Mutex::new(false),
             stop_cond: Condvar::new(),
+            spares,
             _lock: lock,
             opts,
         });
@@ -442,6 +460,7 @@ impl Wal {
             batches: c.batches.load(Ordering::Relaxed),
             data_syncs: c.data_syncs.load(Ordering::Relaxed),
             segments_created: c.segments_created.load(Ordering::Relaxed),
+            segments_prepared_ahead: c.segments_prepared_ahead.load(Ordering::Relaxed),
             segments_removed: c.segments_removed.load(Ordering::Relaxed),
         }
     }
@@ -465,6 +484,9 @@ impl Drop for Wal {
         self.shared.stop_cond.notify_all();
         if let Some(t) = self.flusher.take() {
             let _ = t.join();
+        }
+        if let Some(s) = &self.shared.spares {
+            s.stop();
         }
         // A periodic log promises bounded staleness: honour it at close.
         if matches!(self.shared.opts.sync_policy, SyncPolicy::Periodic { .. })
@@ -493,6 +515,10 @@ fn flusher_loop(weak: Weak<Shared>, interval: std::time::Duration) {
         // Errors poison the log; appenders and sync() report them.
         let _ = shared.sync();
     }
+}
+
+fn prepares_ahead(opts: &WalOptions) -> bool {
+    opts.prepare_ahead && opts.preallocate
 }
 
 pub(super) fn preallocate_bytes(opts: &WalOptions) -> u64 {
