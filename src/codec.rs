@@ -62,3 +62,77 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T
     }
     Ok(value)
 }
+
+/// A borrowed byte string that serializes as one (`serialize_bytes`): the
+/// same bytes bincode writes for a `Vec<u8>` (a length, then the bytes), but
+/// copied in one piece instead of one `u8` at a time.
+pub(crate) struct BytesRef<'a>(pub(crate) &'a [u8]);
+
+impl Serialize for BytesRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// An owned byte string that deserializes from the encoding of
+/// [`BytesRef`] (or of a `Vec<u8>`, which is the same) in one piece.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ByteBuf(pub(crate) Vec<u8>);
+
+impl<'de> serde::Deserialize<'de> for ByteBuf {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> std::result::Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> std::result::Result<ByteBuf, E> {
+                Ok(ByteBuf(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<ByteBuf, A::Error> {
+                // Never trust a size hint from the input.
+                let mut v = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    v.push(b);
+                }
+                Ok(ByteBuf(v))
+            }
+        }
+        d.deserialize_byte_buf(Visit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_strings_encode_exactly_as_byte_vectors() {
+        // Lengths around bincode's variable-length integer steps.
+        for len in [0usize, 1, 250, 251, 252, 65535, 65536, 70_000] {
+            let v: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let as_vec = encode(&v, "vec").unwrap();
+            let as_bytes = encode(&BytesRef(&v), "bytes").unwrap();
+            assert_eq!(as_vec, as_bytes, "len {len}");
+            let back: ByteBuf = decode(&as_vec, "bytes").unwrap();
+            assert_eq!(back.0, v, "len {len}");
+        }
+    }
+
+    #[test]
+    fn a_byte_string_longer_than_its_input_is_refused() {
+        // A length of 2^40 in a few bytes must not allocate.
+        let mut lying = encode(&BytesRef(&[1, 2, 3]), "bytes").unwrap();
+        lying[0] = 253; // u64 length follows
+        lying.truncate(1);
+        lying.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(decode::<ByteBuf>(&lying, "bytes").is_err());
+    }
+}
