@@ -40,6 +40,7 @@
 //! crash reasoning in `docs/DESIGN.md`; the failure model and what the tests
 //! explored in `docs/RELIABILITY.md`.
 
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod checkpoint;

@@ -10,6 +10,8 @@
 //!
 //! Every error is one line on stderr; nothing on disk is trusted or unwrapped.
 
+#![forbid(unsafe_code)]
+
 mod demo;
 mod dump;
 mod inspect;

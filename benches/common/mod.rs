@@ -1,0 +1,43 @@
+//! Helpers shared by the benches (each bench uses some of them).
+#![allow(dead_code)]
+
+use tempfile::TempDir;
+
+/// A fresh temporary directory: under `$STREAMWAL_BENCH_DIR` if set, else
+/// under the system temporary directory. Durable figures mean something only
+/// on a real disk: on tmpfs `fdatasync` is free.
+pub fn bench_dir() -> TempDir {
+    match std::env::var_os("STREAMWAL_BENCH_DIR") {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).expect("create STREAMWAL_BENCH_DIR");
+            tempfile::tempdir_in(dir).expect("tempdir in STREAMWAL_BENCH_DIR")
+        }
+        None => tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+/// True when criterion runs in test mode (`cargo test --benches`): benches
+/// then shrink their setup so the test suite stays fast.
+pub fn test_mode() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test")
+}
+
+/// xorshift64: a cheap, deterministic stream of pseudo-random numbers.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number of the stream.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A payload of `len` bytes that does not compress to nothing.
+pub fn payload(len: usize) -> Vec<u8> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    (0..len).map(|_| rng.next() as u8).collect()
+}
