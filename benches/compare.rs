@@ -76,7 +76,7 @@ impl Workload {
     }
 }
 
-const WORKLOADS: [Workload; 6] = [
+const WORKLOADS: [Workload; 8] = [
     Workload {
         payload: 100,
         threads: 1,
@@ -96,6 +96,14 @@ const WORKLOADS: [Workload; 6] = [
     Workload {
         payload: 4096,
         threads: 64,
+    },
+    Workload {
+        payload: 64 << 10,
+        threads: 1,
+    },
+    Workload {
+        payload: 256 << 10,
+        threads: 1,
     },
     Workload {
         payload: 1 << 20,

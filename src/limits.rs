@@ -41,6 +41,14 @@ pub const BATCH_BYTES_MIN: u64 = 4 << 10;
 /// torn tail: 1 MiB.
 pub const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
+/// Average frame size (bytes per record in the segment being filled) from
+/// which the next segment is preallocated with `fallocate` instead of being
+/// zero-filled: 128 KiB. Zero-filling writes every block twice, which costs
+/// bandwidth; blocks that were only allocated cost a metadata commit at each
+/// sync, which costs latency. Small records are latency-bound and large ones
+/// bandwidth-bound; docs/PERFORMANCE.md has the measurements.
+pub const ALLOCATE_FRAME_BYTES_MIN: u64 = 128 << 10;
+
 /// Size of the reads the sequential scanner issues: 1 MiB (grown to one
 /// record's size when a record is larger).
 pub const SCAN_CHUNK_BYTES: usize = 1 << 20;

@@ -13,10 +13,16 @@ const CHILD_DIR_ENV: &str = "STREAMWAL_KILL_CHILD_DIR";
 const CHILD_ROUND_ENV: &str = "STREAMWAL_KILL_CHILD_ROUND";
 const THREADS: u64 = 4;
 
-fn options() -> WalOptions {
+/// Odd rounds write large records (over 128 KiB), whose next segments are
+/// preallocated with `fallocate` rather than zero-filled.
+fn large(round: u64) -> bool {
+    round % 2 == 1
+}
+
+fn options(round: u64) -> WalOptions {
     WalOptions {
         // Small segments: kills land in rollovers and segment creation too.
-        segment_bytes: 64 << 10,
+        segment_bytes: if large(round) { 1 << 20 } else { 64 << 10 },
         ..WalOptions::default()
     }
 }
@@ -25,7 +31,12 @@ fn options() -> WalOptions {
 /// the parent without being told, so an invented record cannot pass.
 fn payload(round: u64, thread: u64, counter: u64) -> Vec<u8> {
     let head = format!("r{round}-t{thread}-c{counter}:");
-    let len = 16 + ((round * 7919 + thread * 104_729 + counter * 31) % 1500) as usize;
+    let spread = round * 7919 + thread * 104_729 + counter * 31;
+    let len = if large(round) {
+        (130 << 10) + (spread % (64 << 10)) as usize
+    } else {
+        16 + (spread % 1500) as usize
+    };
     let mut p = head.into_bytes();
     p.extend((0..len).map(|i| (i as u64 * 131 + counter + thread * 17 + round) as u8));
     p
@@ -49,7 +60,7 @@ fn kill_child_main() {
         return;
     };
     let round: u64 = std::env::var(CHILD_ROUND_ENV).unwrap().parse().unwrap();
-    let wal = Arc::new(Wal::open(&dir, options()).unwrap());
+    let wal = Arc::new(Wal::open(&dir, options(round)).unwrap());
     println!("open");
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -117,7 +128,7 @@ fn kill_nine_loses_nothing_acknowledged() {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         // Kill after a random number of acknowledgements (0 = right after open).
-        let kill_after = rng.next() % 400;
+        let kill_after = rng.next() % if large(round) { 60 } else { 400 };
         let mut seen = 0;
         let mut opened = false;
         while let Some(Ok(line)) = lines.next() {
@@ -141,7 +152,7 @@ fn kill_nine_loses_nothing_acknowledged() {
         child.wait().unwrap();
 
         // Recover and check the promise.
-        let wal = Wal::open(&dir, options())
+        let wal = Wal::open(&dir, options(round))
             .unwrap_or_else(|e| panic!("round {round} (seed {seed}): open after kill failed: {e}"));
         total_torn += wal.recovery_report().torn_bytes;
         let mut found: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();

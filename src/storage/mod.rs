@@ -88,6 +88,16 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// Make the file's data and all of its metadata durable (`fsync`).
     fn sync_all(&self) -> io::Result<()>;
+    /// Reserve disk blocks for the file's first `len` bytes without writing
+    /// them (Linux `fallocate`; the range reads as zeros and the length
+    /// becomes at least `len`), so that later writes there need no block
+    /// allocation. Returns `Ok(false)` if this storage cannot do it, in which
+    /// case the caller writes zeros instead. Not durable until
+    /// [`StorageFile::sync_all`]. The default cannot.
+    fn allocate(&self, len: u64) -> io::Result<bool> {
+        let _ = len;
+        Ok(false)
+    }
 }
 
 /// A held directory lock; dropping it releases the lock.

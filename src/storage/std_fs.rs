@@ -135,4 +135,18 @@ impl StorageFile for StdFile {
     fn sync_all(&self) -> io::Result<()> {
         self.0.sync_all()
     }
+
+    #[cfg(target_os = "linux")]
+    fn allocate(&self, len: u64) -> io::Result<bool> {
+        use rustix::fs::{FallocateFlags, fallocate};
+        loop {
+            return match fallocate(&self.0, FallocateFlags::empty(), 0, len) {
+                Ok(()) => Ok(true),
+                Err(rustix::io::Errno::INTR) => continue,
+                // The file system has no fallocate: the caller writes zeros.
+                Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => Ok(false),
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
 }

@@ -11,10 +11,10 @@
 use super::format::{FrameHeader, SegmentHeader, encode_frame};
 use super::options::{RecordHandle, SyncPolicy};
 use super::recover::SegmentInfo;
-use super::segment::{create_segment, install_spare};
+use super::segment::{Fill, create_segment, install_spare};
 use super::writer::{Shared, preallocate_bytes};
 use crate::error::{Error, Result};
-use crate::limits::{FRAME_HEADER_BYTES, LSN_MAX, SEGMENT_HEADER_BYTES};
+use crate::limits::{ALLOCATE_FRAME_BYTES_MIN, FRAME_HEADER_BYTES, LSN_MAX, SEGMENT_HEADER_BYTES};
 use crate::storage::StorageFile;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -77,6 +77,10 @@ pub(super) struct Io {
     /// The next segment's spare has been asked for (once this segment is
     /// half full, so that a log opened only to be read costs no spare).
     pub(super) spare_requested: bool,
+    /// Frame bytes and records this writer put in the segment: their ratio
+    /// picks how the next segment is preallocated.
+    pub(super) bytes: u64,
+    pub(super) records: u64,
 }
 
 impl Shared {
@@ -364,6 +368,8 @@ impl Shared {
                     file: file.clone(),
                     path: path.clone(),
                     spare_requested: false,
+                    bytes: 0,
+                    records: 0,
                 };
                 out.new_segments.push(SegmentInfo {
                     path,
@@ -378,11 +384,18 @@ impl Shared {
             io.file
                 .write_at(bytes, chunk.offset)
                 .map_err(|e| Error::io("write", &io.path, e))?;
+            io.bytes += bytes.len() as u64;
+            io.records += chunk.records;
             if let Some(s) = &self.spares
                 && !io.spare_requested
                 && chunk.offset + bytes.len() as u64 >= self.opts.segment_bytes / 2
             {
-                s.request(chunk.seq + 1);
+                let fill = if io.bytes / io.records.max(1) >= ALLOCATE_FRAME_BYTES_MIN {
+                    Fill::Allocate
+                } else {
+                    Fill::Zeros
+                };
+                s.request(chunk.seq + 1, fill);
                 io.spare_requested = true;
             }
             c.batches.fetch_add(1, Ordering::Relaxed);

@@ -64,9 +64,13 @@ pub struct WalOptions {
     /// Most bytes one group-commit batch gathers before it is written and
     /// synced. A single larger record still goes alone. Default 4 MiB.
     pub max_batch_bytes: u64,
-    /// Zero-fill each new segment to `segment_bytes` when it is created, so
-    /// that appends overwrite written blocks and `fdatasync` commits no
-    /// metadata. Default true.
+    /// Preallocate each new segment to `segment_bytes` when it is created.
+    /// Segments after one of small records (under 128 KiB per record on
+    /// average) are zero-filled, so that appends overwrite written blocks and
+    /// `fdatasync` commits no metadata; segments after one of large records
+    /// are allocated with `fallocate` (where the storage can), since writing
+    /// zeros first would double the bytes written. The first segment is
+    /// zero-filled. Default true.
     pub preallocate: bool,
     /// Prepare (zero-fill and sync) the next segment on a background thread
     /// while the current one fills, so that rollover on the append path only

@@ -49,23 +49,40 @@ pub fn classify(name: &str) -> EntryKind {
     EntryKind::Foreign
 }
 
+/// How a new segment's blocks are preallocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fill {
+    /// Write zeros over the whole segment: later `fdatasync`s overwrite
+    /// written blocks and commit no metadata. Best for small records.
+    Zeros,
+    /// Allocate the blocks without writing them (`fallocate`) where the
+    /// storage can, else write zeros. Best for large records, where writing
+    /// every block twice would halve the bandwidth.
+    Allocate,
+}
+
 /// Create segment file `header.segment_seq` in `dir` durably, on the
-/// caller's thread: [`prepare_spare`] then [`install_spare`].
+/// caller's thread: [`prepare_spare`] (zero-filled) then [`install_spare`].
 pub fn create_segment(
     storage: &dyn Storage,
     dir: &Path,
     header: &SegmentHeader,
     preallocate_bytes: u64,
 ) -> Result<(PathBuf, Arc<dyn StorageFile>)> {
-    let spare = prepare_spare(storage, dir, header.segment_seq, preallocate_bytes)?;
+    let spare = prepare_spare(
+        storage,
+        dir,
+        header.segment_seq,
+        preallocate_bytes,
+        Fill::Zeros,
+    )?;
     install_spare(storage, dir, header, spare)
 }
 
 /// Prepare the file that will become segment `seq`: create `NAME.wal.tmp`
-/// (replacing a stale one), zero-fill it to `bytes` so that later
-/// `fdatasync`s overwrite allocated, written blocks and commit no metadata,
-/// and `fdatasync` it. Meant to run ahead of need, off the append path. A
-/// crash leaves only a temporary file, which the next open removes.
+/// (replacing a stale one), preallocate it to `bytes` as `fill` says, and
+/// sync it. Meant to run ahead of need, off the append path. A crash leaves
+/// only a temporary file, which the next open removes.
 ///
 /// # Errors
 /// [`Error::Io`] (the temporary file is removed, best effort).
@@ -74,6 +91,7 @@ pub fn prepare_spare(
     dir: &Path,
     seq: u64,
     bytes: u64,
+    fill: Fill,
 ) -> Result<Arc<dyn StorageFile>> {
     let tmp = dir.join(format!("{}.tmp", segment_file_name(seq)));
     let result = (|| -> Result<Arc<dyn StorageFile>> {
@@ -85,6 +103,18 @@ pub fn prepare_spare(
         let file = storage
             .open(&tmp, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", &tmp, e))?;
+        if fill == Fill::Allocate
+            && bytes > 0
+            && file
+                .allocate(bytes)
+                .map_err(|e| Error::io("allocate", &tmp, e))?
+        {
+            // The new extents and length are metadata: `fsync`, not
+            // `fdatasync`.
+            file.sync_all()
+                .map_err(|e| Error::io("sync_all", &tmp, e))?;
+            return Ok(file);
+        }
         let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(usize::try_from(bytes).unwrap_or(usize::MAX))];
         let mut off = 0;
         while off < bytes {

@@ -14,7 +14,7 @@
 //! error, so a background failure is never lost and never poisons the log by
 //! itself.
 
-use super::segment::prepare_spare;
+use super::segment::{Fill, prepare_spare};
 use crate::storage::{Storage, StorageFile};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -23,8 +23,8 @@ use std::thread::JoinHandle;
 #[derive(Debug)]
 enum Slot {
     Idle,
-    /// The leader wants segment `seq` prepared; the thread has not started.
-    Requested(u64),
+    /// The leader wants segment `seq` prepared so; the thread has not started.
+    Requested(u64, Fill),
     /// The thread is preparing segment `seq`.
     Preparing(u64),
     /// Segment `seq`'s spare is ready to install.
@@ -74,9 +74,10 @@ impl SpareMaker {
         })
     }
 
-    /// Ask for segment `seq` to be prepared. Replaces an earlier request
-    /// that has not started; a spare being prepared or ready is kept.
-    pub(super) fn request(&self, seq: u64) {
+    /// Ask for segment `seq` to be prepared as `fill` says. Replaces an
+    /// earlier request that has not started; a spare being prepared or
+    /// ready is kept.
+    pub(super) fn request(&self, seq: u64, fill: Fill) {
         let Ok(mut slot) = self.inner.slot.lock() else {
             return;
         };
@@ -84,11 +85,11 @@ impl SpareMaker {
             Slot::Ready(s, _) if *s != seq => {
                 // A spare nobody will install: its segment exists already.
                 let _ = self.inner.storage.remove(&self.inner.tmp_path(*s));
-                *slot = Slot::Requested(seq);
+                *slot = Slot::Requested(seq, fill);
                 self.inner.cond.notify_all();
             }
-            Slot::Idle | Slot::Requested(_) | Slot::Failed(_) => {
-                *slot = Slot::Requested(seq);
+            Slot::Idle | Slot::Requested(..) | Slot::Failed(_) => {
+                *slot = Slot::Requested(seq, fill);
                 self.inner.cond.notify_all();
             }
             Slot::Preparing(_) | Slot::Ready(..) | Slot::Stopped => {}
@@ -106,7 +107,7 @@ impl SpareMaker {
                 // The thread is idle but for this: waiting costs no more
                 // than preparing here, and makes the outcome not depend on
                 // scheduling.
-                Slot::Requested(s) | Slot::Preparing(s) if *s == seq => {
+                Slot::Requested(s, _) | Slot::Preparing(s) if *s == seq => {
                     slot = self.inner.cond.wait(slot).ok()?;
                 }
                 Slot::Ready(s, _) if *s == seq => {
@@ -155,22 +156,22 @@ impl Inner {
             .join(format!("{}.tmp", super::segment::segment_file_name(seq)))
     }
 
-    fn wait_for_request(&self) -> Option<(u64, MutexGuard<'_, Slot>)> {
+    fn wait_for_request(&self) -> Option<(u64, Fill, MutexGuard<'_, Slot>)> {
         let mut slot = self.slot.lock().ok()?;
         loop {
             match *slot {
                 Slot::Stopped => return None,
-                Slot::Requested(seq) => return Some((seq, slot)),
+                Slot::Requested(seq, fill) => return Some((seq, fill, slot)),
                 _ => slot = self.cond.wait(slot).ok()?,
             }
         }
     }
 
     fn run(&self) {
-        while let Some((seq, mut slot)) = self.wait_for_request() {
+        while let Some((seq, fill, mut slot)) = self.wait_for_request() {
             *slot = Slot::Preparing(seq);
             drop(slot);
-            let result = prepare_spare(&*self.storage, &self.dir, seq, self.bytes);
+            let result = prepare_spare(&*self.storage, &self.dir, seq, self.bytes, fill);
             let Ok(mut slot) = self.slot.lock() else {
                 return;
             };

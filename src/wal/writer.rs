@@ -204,6 +204,8 @@ impl Wal {
                     file: tail.file.clone(),
                     path: tail.path.clone(),
                     spare_requested: false,
+                    bytes: 0,
+                    records: 0,
                 }),
             ),
             None => (0, SEGMENT_HEADER_BYTES, None),
