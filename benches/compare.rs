@@ -2,7 +2,7 @@
 //! `streamwal`, and `okaywal`, every commit durable.
 //!
 //! ```text
-//! cargo bench --bench compare                  # the full table (~2-3 minutes)
+//! cargo bench --bench compare                  # the full table (~5 minutes)
 //! STREAMWAL_COMPARE_SECS=0.5 cargo bench --bench compare   # a quick look
 //! cargo bench --bench compare -- "4 KiB"       # only workloads whose label has this
 //! ```
@@ -28,7 +28,7 @@
 //! machine affects all of them alike.
 
 mod common;
-use common::{payload, test_mode};
+use common::{bench_root, payload, test_mode};
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -146,13 +146,10 @@ fn config() -> Config {
         .and_then(|s| s.parse::<usize>().ok())
         .unwrap_or(if test_mode() { 1 } else { 3 })
         .max(1);
-    let dir = std::env::var_os("STREAMWAL_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
     Config {
         secs: Duration::from_secs_f64(secs),
         reps,
-        dir,
+        dir: bench_root(),
     }
 }
 
@@ -269,10 +266,18 @@ fn run_limit(w: Workload, cfg: &Config, file: &File, file_bytes: u64) -> Run {
 
 /// streamwal's options: the defaults, except where the environment says
 /// otherwise (`STREAMWAL_COMPARE_SEGMENT_MIB`, `STREAMWAL_COMPARE_PREPARE_AHEAD=0`,
-/// `STREAMWAL_COMPARE_PREALLOCATE=0`), for the profile notes in
-/// docs/PERFORMANCE.md.
+/// `STREAMWAL_COMPARE_PREALLOCATE=0`, `STREAMWAL_COMPARE_SYNC=never`), for
+/// the profile notes in docs/PERFORMANCE.md. The table is then no longer a
+/// durable comparison; the header line says which options ran.
 fn streamwal_options() -> streamwal::WalOptions {
     let mut opts = streamwal::WalOptions::default();
+    if test_mode() {
+        // The smoke run under `cargo test`: small segments, little zero-fill.
+        opts.segment_bytes = 1 << 20;
+    }
+    if std::env::var("STREAMWAL_COMPARE_SYNC").as_deref() == Ok("never") {
+        opts.sync_policy = streamwal::SyncPolicy::Never;
+    }
     if let Some(mib) = std::env::var("STREAMWAL_COMPARE_SEGMENT_MIB")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -318,11 +323,13 @@ impl okaywal::LogManager for NoCheckpoint {
 }
 
 fn run_okaywal(w: Workload, cfg: &Config, dir: &Path) -> Run {
-    // The same segment size as streamwal's default, so both roll over
-    // (okaywal: checkpoint and recycle) equally often.
+    // The same file size as streamwal's segments, checkpointing (and so
+    // moving to another file) at three quarters of it, okaywal's own default
+    // ratio: a file is then never extended past its preallocation.
+    let file_bytes: u32 = if test_mode() { 1 << 20 } else { 64 << 20 };
     let log = okaywal::Configuration::default_for(dir)
-        .preallocate_bytes(64 << 20)
-        .checkpoint_after_bytes(64 << 20)
+        .preallocate_bytes(file_bytes)
+        .checkpoint_after_bytes(u64::from(file_bytes) / 4 * 3)
         .open(NoCheckpoint)
         .expect("okaywal open");
     let data = payload(w.payload);
@@ -348,7 +355,9 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn machine(dir: &Path) -> String {
+/// A description of the machine and the directory's file system, and the
+/// file system's type.
+fn machine(dir: &Path) -> (String, String) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
@@ -363,14 +372,17 @@ fn machine(dir: &Path) -> String {
             let mut f = l.split_whitespace();
             let (dev, at, ty) = (f.next()?, f.next()?, f.next()?);
             dir.starts_with(at)
-                .then(|| (at.len(), format!("{ty} on {dev}")))
+                .then(|| (at.len(), ty.to_string(), dev.to_string()))
         })
         .max()
-        .map_or_else(|| "unknown".to_string(), |(_, s)| s);
-    format!(
-        "{cores} cores, kernel {kernel}, {fs}, directory {}",
+        .unwrap_or_else(|| (0, "unknown".into(), "unknown".into()));
+    let described = format!(
+        "{cores} cores, kernel {kernel}, {} on {}, directory {}",
+        fs.1,
+        fs.2,
         dir.display()
-    )
+    );
+    (described, fs.1)
 }
 
 struct Row {
@@ -384,9 +396,12 @@ fn main() {
     // `cargo bench` passes `--bench`; a filter argument picks workloads.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let cfg = config();
-    std::fs::create_dir_all(&cfg.dir).expect("bench dir");
     let root = tempfile::tempdir_in(&cfg.dir).expect("tempdir");
-    println!("compare: {}", machine(root.path()));
+    let (described, fs_type) = machine(root.path());
+    println!("compare: {described}");
+    if fs_type == "tmpfs" {
+        println!("compare: WARNING: tmpfs makes fdatasync free; set STREAMWAL_BENCH_DIR to a disk");
+    }
     println!(
         "compare: {:.1} s per run, {} runs per point, median shown",
         cfg.secs.as_secs_f64(),
@@ -394,8 +409,8 @@ fn main() {
     );
     let o = streamwal_options();
     println!(
-        "compare: streamwal segment_bytes={} preallocate={} prepare_ahead={}",
-        o.segment_bytes, o.preallocate, o.prepare_ahead
+        "compare: streamwal segment_bytes={} preallocate={} prepare_ahead={} sync_policy={:?}",
+        o.segment_bytes, o.preallocate, o.prepare_ahead, o.sync_policy
     );
 
     // The limit's files: big enough that a run rarely wraps around (small

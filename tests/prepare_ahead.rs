@@ -6,8 +6,8 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use streamwal::storage::{DirLock, OpenMode, StdStorage, Storage, StorageFile};
 use streamwal::{Wal, WalOptions};
 
@@ -90,66 +90,98 @@ fn without_prepare_ahead_the_appender_prepares_segments() {
     assert_eq!(temp_files(&dir), Vec::<String>::new());
 }
 
-/// The real file system, except that creating a file fails on the
-/// background preparer's thread.
-#[derive(Debug)]
-struct NoBackgroundCreate(StdStorage);
-
 fn on_preparer_thread() -> bool {
     std::thread::current().name() == Some("streamwal-spare")
 }
 
-impl Storage for NoBackgroundCreate {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.0.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.0.list(dir)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        if mode == OpenMode::CreateNew && on_preparer_thread() {
-            return Err(io::Error::new(io::ErrorKind::StorageFull, "injected"));
-        }
-        self.0.open(path, mode)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.0.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.0.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.0.sync_dir(dir)
-    }
-    fn try_lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
-        self.0.try_lock_dir(dir)
-    }
+/// What goes wrong in [`Hooked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// Creating a file on the spare thread fails.
+    SpareCreate,
+    /// Creating a file on the spare thread panics.
+    SparePanic,
+    /// Syncing a file on the spare thread fails (the file exists by then).
+    SpareSync,
+    /// Creating any segment file but the first fails, on every thread.
+    CreateAfterFirst,
+    /// A sync on the spare thread waits until the gate opens.
+    SpareSyncWaits,
 }
 
-#[test]
-fn a_failed_background_preparation_falls_back_to_the_appender() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("wal");
-    let stats = append_and_check(Arc::new(NoBackgroundCreate(StdStorage::new())), &dir);
-    assert!(stats.segments_created >= 5, "{stats:?}");
-    assert_eq!(stats.segments_prepared_ahead, 0, "{stats:?}");
-    assert_eq!(temp_files(&dir), Vec::<String>::new());
-}
-
-/// The real file system, counting successful `allocate` calls.
+/// Lets a test hold the spare thread inside a sync.
 #[derive(Debug, Default)]
-struct CountAllocate {
+struct Gate {
+    state: Mutex<(bool, bool)>, // (a sync is waiting, the gate is open)
+    cond: Condvar,
+}
+
+impl Gate {
+    fn pass(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.0 = true;
+        self.cond.notify_all();
+        while !st.1 {
+            st = self.cond.wait(st).unwrap();
+        }
+    }
+    fn wait_for_waiter(&self) {
+        let mut st = self.state.lock().unwrap();
+        while !st.0 {
+            st = self.cond.wait(st).unwrap();
+        }
+    }
+    fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.cond.notify_all();
+    }
+}
+
+/// The real file system with a fault, counting successful `allocate` calls.
+#[derive(Debug)]
+struct Hooked {
     inner: StdStorage,
+    fault: Fault,
     allocated: Arc<AtomicU64>,
+    gate: Arc<Gate>,
+}
+
+impl Hooked {
+    fn new(fault: Fault) -> Hooked {
+        Hooked {
+            inner: StdStorage::new(),
+            fault,
+            allocated: Arc::default(),
+            gate: Arc::default(),
+        }
+    }
 }
 
 #[derive(Debug)]
-struct CountingFile {
+struct HookedFile {
     inner: Arc<dyn StorageFile>,
+    fault: Fault,
     allocated: Arc<AtomicU64>,
+    gate: Arc<Gate>,
 }
 
-impl StorageFile for CountingFile {
+impl HookedFile {
+    fn before_sync(&self) -> io::Result<()> {
+        match self.fault {
+            Fault::SpareSync if on_preparer_thread() => {
+                Err(io::Error::other("injected sync failure"))
+            }
+            Fault::SpareSyncWaits if on_preparer_thread() => {
+                self.gate.pass();
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl StorageFile for HookedFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.inner.read_at(buf, offset)
     }
@@ -163,9 +195,11 @@ impl StorageFile for CountingFile {
         self.inner.set_len(len)
     }
     fn sync_data(&self) -> io::Result<()> {
+        self.before_sync()?;
         self.inner.sync_data()
     }
     fn sync_all(&self) -> io::Result<()> {
+        self.before_sync()?;
         self.inner.sync_all()
     }
     fn allocate(&self, len: u64) -> io::Result<bool> {
@@ -177,7 +211,7 @@ impl StorageFile for CountingFile {
     }
 }
 
-impl Storage for CountAllocate {
+impl Storage for Hooked {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.inner.create_dir_all(dir)
     }
@@ -185,9 +219,24 @@ impl Storage for CountAllocate {
         self.inner.list(dir)
     }
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(CountingFile {
+        if mode == OpenMode::CreateNew {
+            let first = path.ends_with("00000000000000000001.wal.tmp");
+            match self.fault {
+                Fault::SpareCreate if on_preparer_thread() => {
+                    return Err(io::Error::new(io::ErrorKind::StorageFull, "injected"));
+                }
+                Fault::SparePanic if on_preparer_thread() => panic!("injected panic"),
+                Fault::CreateAfterFirst if !first => {
+                    return Err(io::Error::new(io::ErrorKind::StorageFull, "injected"));
+                }
+                _ => {}
+            }
+        }
+        Ok(Arc::new(HookedFile {
             inner: self.inner.open(path, mode)?,
+            fault: self.fault,
             allocated: self.allocated.clone(),
+            gate: self.gate.clone(),
         }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -204,12 +253,86 @@ impl Storage for CountAllocate {
     }
 }
 
+/// Run `f` on its own thread; fail the test if it has not finished within
+/// a minute (a hung log would otherwise hang the whole suite).
+fn finishes<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f()).unwrap());
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the log hung")
+}
+
+/// A background failure never reaches the appender: it prepares the
+/// segment itself.
+#[test]
+fn a_failed_background_preparation_falls_back_to_the_appender() {
+    for fault in [Fault::SpareCreate, Fault::SpareSync, Fault::SparePanic] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("wal");
+        let storage = Arc::new(Hooked::new(fault));
+        let d = dir.clone();
+        let stats = finishes(move || append_and_check(storage, &d));
+        assert!(stats.segments_created >= 5, "{fault:?} {stats:?}");
+        assert_eq!(stats.segments_prepared_ahead, 0, "{fault:?} {stats:?}");
+        assert_eq!(temp_files(&dir), Vec::<String>::new(), "{fault:?}");
+    }
+}
+
+/// When the appender's own attempt fails too, the append fails, the log is
+/// poisoned, and a reopen finds exactly the records acknowledged before.
+#[test]
+fn a_segment_that_cannot_be_created_fails_the_append_and_poisons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let wal = Wal::open_with_storage(Arc::new(Hooked::new(Fault::CreateAfterFirst)), &dir, opts())
+        .unwrap();
+    let mut acked = Vec::new();
+    let failed_at = (0..RECORDS).find(|&i| match wal.append(&record(i)) {
+        Ok(_) => {
+            acked.push(record(i));
+            false
+        }
+        Err(_) => true,
+    });
+    assert!(failed_at.is_some(), "rollover never failed");
+    assert!(!acked.is_empty());
+    assert!(matches!(wal.append(b"x"), Err(streamwal::Error::Poisoned)));
+    drop(wal);
+    let wal = Wal::open(&dir, opts()).unwrap();
+    let got: Vec<Vec<u8>> = wal.iter().map(|r| r.unwrap().1).collect();
+    assert_eq!(got, acked);
+}
+
+/// Closing while the spare is being prepared waits for it and leaves no
+/// temporary file behind.
+#[test]
+fn closing_during_preparation_leaves_no_spare() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let storage = Arc::new(Hooked::new(Fault::SpareSyncWaits));
+    let gate = storage.gate.clone();
+    let wal = Wal::open_with_storage(storage, &dir, opts()).unwrap();
+    // Fill past half the first segment, not to its end (records of 4,040
+    // bytes in 64 KiB): the spare thread starts and stops inside its sync.
+    for i in 0..9 {
+        wal.append(&record(i)).unwrap();
+    }
+    assert_eq!(wal.stats().segments_created, 1);
+    finishes(move || {
+        gate.wait_for_waiter();
+        let closer = std::thread::spawn(move || drop(wal));
+        gate.open();
+        closer.join().unwrap();
+    });
+    assert_eq!(temp_files(&dir), Vec::<String>::new());
+}
+
 /// Append `count` records of `len` bytes into 1 MiB segments; return the
 /// stats and how many spares were allocated rather than zero-filled.
 fn spares_for(len: usize, count: u32) -> (streamwal::WalStats, u64) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wal");
-    let storage = Arc::new(CountAllocate::default());
+    let storage = Arc::new(Hooked::new(Fault::None));
     let opts = WalOptions {
         segment_bytes: 1 << 20,
         ..WalOptions::default()

@@ -3,17 +3,21 @@
 
 use tempfile::TempDir;
 
-/// A fresh temporary directory: under `$STREAMWAL_BENCH_DIR` if set, else
-/// under the system temporary directory. Durable figures mean something only
-/// on a real disk: on tmpfs `fdatasync` is free.
+/// Where benches put their logs: `$STREAMWAL_BENCH_DIR` if set, else
+/// Cargo's temporary directory under `target/` (on the project's disk;
+/// the system temporary directory is tmpfs on many machines). Durable
+/// figures mean something only on a real disk: on tmpfs `fdatasync` is free.
+pub fn bench_root() -> std::path::PathBuf {
+    let dir = std::env::var_os("STREAMWAL_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    std::fs::create_dir_all(&dir).expect("create the bench directory");
+    dir
+}
+
+/// A fresh temporary directory under [`bench_root`].
 pub fn bench_dir() -> TempDir {
-    match std::env::var_os("STREAMWAL_BENCH_DIR") {
-        Some(dir) => {
-            std::fs::create_dir_all(&dir).expect("create STREAMWAL_BENCH_DIR");
-            tempfile::tempdir_in(dir).expect("tempdir in STREAMWAL_BENCH_DIR")
-        }
-        None => tempfile::tempdir().expect("tempdir"),
-    }
+    tempfile::tempdir_in(bench_root()).expect("tempdir")
 }
 
 /// True when criterion runs in test mode (`cargo test --benches`): benches

@@ -1145,6 +1145,15 @@ impl StorageFile for SimFile {
     fn sync_all(&self) -> io::Result<()> {
         self.sync()
     }
+
+    /// Modelled as growing the file with zeros: one step, durable only
+    /// after a sync, and (like any unsynced length change) losable.
+    fn allocate(&self, len: u64) -> io::Result<bool> {
+        if len > self.len()? {
+            self.set_len(len)?;
+        }
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

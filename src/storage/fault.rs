@@ -189,4 +189,8 @@ impl StorageFile for FaultyFile {
         self.plan.on_file_sync()?;
         self.inner.sync_all()
     }
+
+    fn allocate(&self, len: u64) -> io::Result<bool> {
+        self.inner.allocate(len)
+    }
 }

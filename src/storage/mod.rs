@@ -63,7 +63,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// own (to prepare the next segment ahead of need). A storage whose
     /// operations must happen in a reproducible order on the caller's threads
     /// (a simulator counting steps, a fault plan counting calls) returns
-    /// false. Default true.
+    /// false. Default true. A wrapper around another storage should forward
+    /// this (and [`StorageFile::allocate`]), or it silently changes what the
+    /// log does on the wrapped storage.
     fn allows_background_io(&self) -> bool {
         true
     }

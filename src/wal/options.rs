@@ -72,13 +72,14 @@ pub struct WalOptions {
     /// zeros first would double the bytes written. The first segment is
     /// zero-filled. Default true.
     pub preallocate: bool,
-    /// Prepare (zero-fill and sync) the next segment on a background thread
-    /// while the current one fills, so that rollover on the append path only
-    /// writes the new segment's header, syncs it and renames the file.
-    /// Applies only with `preallocate`, and only on storage that
-    /// [allows background I/O](crate::storage::Storage::allows_background_io)
-    /// (the simulator and the fault injector do not, so their operation
-    /// order stays reproducible). Default true.
+    /// Prepare (preallocate and sync) the next segment on a background
+    /// thread once the current one is half full, so that rollover on the
+    /// append path only writes the new segment's header, syncs it and
+    /// renames the file. Applies only with `preallocate`. On storage that
+    /// does not [allow background I/O](crate::storage::Storage::allows_background_io)
+    /// (the simulator, the fault injector) the appender that reaches the
+    /// half-way point prepares it at once instead, so the operation order
+    /// stays reproducible and crash tests still cover spares. Default true.
     pub prepare_ahead: bool,
     /// How damage found on open is treated. Default [`RecoveryMode::Strict`].
     pub recovery_mode: RecoveryMode,

@@ -227,13 +227,14 @@ impl Wal {
             poisoned: false,
             segments,
         };
-        let spares = if !read_only && prepares_ahead(&opts) && storage.allows_background_io() {
-            let maker = SpareMaker::start(storage.clone(), dir.clone(), preallocate_bytes(&opts))
-                .map_err(|e| Error::io("spawn spare preparer", &dir, e))?;
-            Some(maker)
-        } else {
-            None
-        };
+        let spares = (!read_only && prepares_ahead(&opts)).then(|| {
+            SpareMaker::new(
+                storage.clone(),
+                dir.clone(),
+                preallocate_bytes(&opts),
+                !storage.allows_background_io(),
+            )
+        });
         let shared = Arc::new(Shared {
             dir,
             storage,
