@@ -93,6 +93,36 @@ pub enum Error {
     /// The options passed to `open` are out of range.
     #[error("invalid option: {0}")]
     InvalidOptions(&'static str),
+    /// A request to object storage failed (feature `object-store`). Like
+    /// [`Error::Io`]: the operation's effect is unknown unless its
+    /// documentation says otherwise.
+    #[error("object storage error during {op} on {location}")]
+    Remote {
+        /// The operation that failed (`"put"`, `"list"`, ...).
+        op: &'static str,
+        /// The object or prefix it was applied to.
+        location: String,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Another driver took over: a store opened later on the same location
+    /// took a newer epoch, and this store's writes no longer count.
+    #[error("fenced: this store's epoch {epoch} was superseded by epoch {newer}")]
+    Fenced {
+        /// This store's epoch.
+        epoch: u64,
+        /// The newest epoch found.
+        newer: u64,
+    },
+    /// A storage URL that cannot be used.
+    #[error("invalid storage URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
 }
 
 /// What is wrong with bytes that failed a check. Part of [`Error::Corruption`].
@@ -145,6 +175,8 @@ pub enum CorruptionKind {
     },
     /// A segment belongs to a different log (its log identity differs).
     ForeignSegment,
+    /// An object the listing named was gone when read (object storage).
+    ObjectVanished,
     /// Nonzero bytes where the log must be zero (past the end of the records
     /// of a segment, beyond what a crash can explain).
     UnexpectedData,
@@ -204,6 +236,7 @@ impl fmt::Display for CorruptionKind {
                 write!(f, "segment {expected} is missing (next present: {found})")
             }
             Self::ForeignSegment => f.write_str("segment belongs to another log"),
+            Self::ObjectVanished => f.write_str("object was listed but gone when read"),
             Self::UnexpectedData => f.write_str("unexpected data past the end of the records"),
             Self::DurableRecordDamaged { proven_by_lsn } => write!(
                 f,

@@ -49,6 +49,8 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+#[cfg(feature = "object-store")]
+pub mod object;
 pub mod recovery;
 #[cfg(feature = "sim")]
 pub mod sim;

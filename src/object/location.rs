@@ -1,0 +1,226 @@
+//! Where objects live: a store, a prefix in it, and a runtime to drive its
+//! requests from blocking code.
+
+use crate::error::{Error, Result};
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A prefix in an object store, and the runtime this crate drives its
+/// requests with.
+#[derive(Debug)]
+pub struct ObjectLocation {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    url: String,
+    rt: tokio::runtime::Runtime,
+}
+
+/// How a create-only PUT went.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Created {
+    /// The object did not exist and now holds our bytes.
+    Yes,
+    /// An object of that name already existed; nothing was written.
+    AlreadyExists,
+}
+
+impl ObjectLocation {
+    /// Parse a URL:
+    /// - `s3://bucket/prefix`: Amazon S3 or an S3-compatible server. Region,
+    ///   credentials and endpoint come from the usual `AWS_*` environment
+    ///   variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    ///   `AWS_REGION`, `AWS_ENDPOINT`; `AWS_ALLOW_HTTP=true` for a plain-HTTP
+    ///   endpoint such as a test server).
+    /// - `memory:///prefix`: a new, empty in-memory store (for tests; nothing
+    ///   survives the process).
+    ///
+    /// `file://` is refused: the `object_store` crate's local backend does
+    /// not fsync, so it could not keep this crate's durability promise; use
+    /// [`crate::checkpoint::CheckpointStore`] for a local directory.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a URL that does not parse or names an
+    /// unsupported scheme.
+    pub fn parse(url: &str) -> Result<ObjectLocation> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: url.to_string(),
+            reason,
+        };
+        let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+        let (store, prefix): (Arc<dyn ObjectStore>, ObjectPath) = match parsed.scheme() {
+            "s3" => {
+                let env = std::env::vars()
+                    .filter(|(k, _)| k.starts_with("AWS_"))
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v));
+                let (store, prefix) = object_store::parse_url_opts(&parsed, env)
+                    .map_err(|e| invalid(e.to_string()))?;
+                (Arc::from(store), prefix)
+            }
+            "memory" => {
+                let prefix = ObjectPath::parse(parsed.path().trim_start_matches('/'))
+                    .map_err(|e| invalid(e.to_string()))?;
+                (Arc::new(object_store::memory::InMemory::new()), prefix)
+            }
+            "file" => {
+                return Err(invalid(
+                    "file:// is not durable through object_store; use CheckpointStore".into(),
+                ));
+            }
+            other => return Err(invalid(format!("unsupported scheme {other}"))),
+        };
+        ObjectLocation::build(store, prefix, url.to_string())
+    }
+
+    /// A prefix in a store the caller built (for example an in-memory store
+    /// shared by two locations, or a store wrapped to inject faults).
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] if `prefix` is not a valid object path.
+    pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<ObjectLocation> {
+        let url = format!("{store}/{prefix}");
+        let prefix = ObjectPath::parse(prefix).map_err(|e| Error::InvalidUrl {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        ObjectLocation::build(store, prefix, url)
+    }
+
+    fn build(store: Arc<dyn ObjectStore>, prefix: ObjectPath, url: String) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start runtime", &url, e))?;
+        Ok(ObjectLocation {
+            store,
+            prefix,
+            url,
+            rt,
+        })
+    }
+
+    /// The URL (or a description of the store) and prefix.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// How an object is named in errors: the location's URL and its name.
+    pub(crate) fn display(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("{}/{name}", self.url.trim_end_matches('/')))
+    }
+
+    fn key(&self, name: &str) -> ObjectPath {
+        self.prefix
+            .parts()
+            .chain(ObjectPath::from(name).parts())
+            .collect()
+    }
+
+    fn remote_error(&self, op: &'static str, name: &str, e: object_store::Error) -> Error {
+        Error::Remote {
+            op,
+            location: self.display(name).display().to_string(),
+            source: Box::new(e),
+        }
+    }
+
+    /// PUT `bytes` as `name`, replacing any object of that name. Atomic: a
+    /// reader sees the old object or the new one, whole.
+    pub(crate) fn put(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        let key = self.key(name);
+        self.rt
+            .block_on(self.store.put(&key, bytes.into()))
+            .map(|_| ())
+            .map_err(|e| self.remote_error("put", name, e))
+    }
+
+    /// PUT `bytes` as `name` only if no object of that name exists
+    /// (a conditional PUT: `If-None-Match: *` on S3).
+    pub(crate) fn put_new(&self, name: &str, bytes: Vec<u8>) -> Result<Created> {
+        let key = self.key(name);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .rt
+            .block_on(self.store.put_opts(&key, bytes.into(), opts))
+        {
+            Ok(_) => Ok(Created::Yes),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::AlreadyExists),
+            Err(e) => Err(self.remote_error("conditional put", name, e)),
+        }
+    }
+
+    /// The whole object `name`, if it is at most `max` bytes; `Ok(None)` if
+    /// it does not exist. A larger object is [`Error::TooLarge`], read no
+    /// further than its size.
+    pub(crate) fn get(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        let key = self.key(name);
+        self.rt.block_on(async {
+            let got = match self.store.get_opts(&key, GetOptions::default()).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.remote_error("get", name, e)),
+            };
+            if got.meta.size > max {
+                return Err(Error::TooLarge {
+                    size: got.meta.size,
+                    max,
+                });
+            }
+            let bytes = got
+                .bytes()
+                .await
+                .map_err(|e| self.remote_error("get", name, e))?;
+            Ok(Some(bytes.to_vec()))
+        })
+    }
+
+    /// The first `len` bytes of `name` (fewer if it is shorter); `Ok(None)`
+    /// if it does not exist.
+    pub(crate) fn get_head(&self, name: &str, len: u64) -> Result<Option<Vec<u8>>> {
+        let key = self.key(name);
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(0..len)),
+            ..GetOptions::default()
+        };
+        self.rt.block_on(async {
+            let got = match self.store.get_opts(&key, opts).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.remote_error("get", name, e)),
+            };
+            let bytes = got
+                .bytes()
+                .await
+                .map_err(|e| self.remote_error("get", name, e))?;
+            // A server that ignores the range sends everything: keep the head.
+            Ok(Some(bytes[..bytes.len().min(len as usize)].to_vec()))
+        })
+    }
+
+    /// The names of the objects directly under `dir` (relative to `dir`).
+    pub(crate) fn list(&self, dir: &str) -> Result<Vec<String>> {
+        let key = self.key(dir);
+        let listed = self
+            .rt
+            .block_on(self.store.list_with_delimiter(Some(&key)))
+            .map_err(|e| self.remote_error("list", dir, e))?;
+        Ok(listed
+            .objects
+            .into_iter()
+            .filter_map(|meta| meta.location.filename().map(str::to_string))
+            .collect())
+    }
+
+    /// Delete `name`; an object that is already gone is not an error.
+    pub(crate) fn delete(&self, name: &str) -> Result<()> {
+        let key = self.key(name);
+        match self.rt.block_on(self.store.delete(&key)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.remote_error("delete", name, e)),
+        }
+    }
+}

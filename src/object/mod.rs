@@ -1,0 +1,51 @@
+//! Checkpoints on S3-compatible object storage (cargo feature
+//! `object-store`).
+//!
+//! Spark keeps its checkpoint directory on HDFS so that a driver restarted on
+//! another machine finds it. [`ObjectCheckpointStore`] is the same for
+//! object storage: checkpoints are objects under a URL prefix, so a driver
+//! that comes back anywhere recovers from there; and since two drivers can
+//! see the same prefix at once (a partitioned old one and its replacement),
+//! the store fences: each opening takes a new *epoch* with a conditional PUT,
+//! and what an older epoch writes after a newer one took over is never
+//! returned by [`ObjectCheckpointStore::latest`].
+//!
+//! What is here and what is not (docs/DESIGN.md, "Object storage"):
+//! checkpoints are on object storage; the write-ahead log and the tracker's
+//! journal are still on a local file system.
+//!
+//! The API blocks: each store runs its requests on a small runtime of its
+//! own. Do not call it from inside an async task (use `spawn_blocking`).
+//!
+//! ```
+//! use streamwal::checkpoint::{Checkpoint, CheckpointOptions};
+//! use streamwal::object::ObjectCheckpointStore;
+//! # fn main() -> streamwal::Result<()> {
+//! // `s3://bucket/prefix` in production; memory for the example.
+//! let store = ObjectCheckpointStore::open("memory:///engine", CheckpointOptions::default())?;
+//! let ckpt = Checkpoint {
+//!     batch_time: 1000,
+//!     batch_interval_ms: 1000,
+//!     graph: String::from("the graph"),
+//!     graph_version: 1,
+//!     pending_batches: vec![],
+//!     journal_lsn: 0,
+//!     tracker: Default::default(),
+//!     source_offsets: Default::default(),
+//! };
+//! store.write(&ckpt)?;
+//! let (_, got) = store.latest::<String>()?.checkpoint.expect("just written");
+//! assert_eq!(got.graph, "the graph");
+//! # Ok(())
+//! # }
+//! ```
+
+mod checkpoint;
+mod location;
+
+pub use checkpoint::{ObjectCheckpointStore, ObjectLatest, SkippedObject};
+pub use location::ObjectLocation;
+/// The `object_store` crate this module is built on, re-exported so that a
+/// caller can pass a store of the matching version to
+/// [`ObjectLocation::with_store`].
+pub use object_store;

@@ -1,0 +1,291 @@
+//! Checkpoints on object storage: written whole, newest valid first,
+//! retention, damage skipped, and epoch fencing of a driver that was taken
+//! over. Every test runs on an in-memory object store, and also on a real
+//! S3-protocol server when `STREAMWAL_S3_URL` names a bucket on one
+//! (`.ci/run` starts one and sets it; with `STREAMWAL_REQUIRE_S3=1` a
+//! missing URL fails the test instead of skipping the S3 half).
+#![cfg(feature = "object-store")]
+
+use std::sync::Arc;
+use streamwal::checkpoint::{Checkpoint, CheckpointOptions, CheckpointStore};
+use streamwal::object::object_store::memory::InMemory;
+use streamwal::object::object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
+use streamwal::object::{ObjectCheckpointStore, ObjectLocation};
+use streamwal::tracker::TrackerState;
+use streamwal::{CorruptionKind, Error};
+
+/// Somewhere two stores can open the same prefix.
+trait Backend: Send + Sync {
+    fn location(&self) -> ObjectLocation;
+    /// Put raw bytes under the prefix (to plant damage or stale objects).
+    fn plant(&self, name: &str, bytes: Vec<u8>);
+}
+
+struct Memory {
+    store: Arc<InMemory>,
+}
+
+impl Backend for Memory {
+    fn location(&self) -> ObjectLocation {
+        ObjectLocation::with_store(self.store.clone(), "engine/ckpt").unwrap()
+    }
+    fn plant(&self, name: &str, bytes: Vec<u8>) {
+        let rt = tokio_rt();
+        rt.block_on(self.store.put(
+            &Path::from(format!("engine/ckpt/{name}")),
+            PutPayload::from(bytes),
+        ))
+        .unwrap();
+    }
+}
+
+struct S3 {
+    url: String,
+}
+
+impl Backend for S3 {
+    fn location(&self) -> ObjectLocation {
+        ObjectLocation::parse(&self.url).unwrap()
+    }
+    fn plant(&self, name: &str, bytes: Vec<u8>) {
+        // Through the same client library the crate uses.
+        let parsed = url::Url::parse(&format!("{}/{name}", self.url)).unwrap();
+        let env = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v));
+        let (store, path): (Box<dyn ObjectStore>, Path) =
+            streamwal::object::object_store::parse_url_opts(&parsed, env).unwrap();
+        tokio_rt()
+            .block_on(store.put(&path, PutPayload::from(bytes)))
+            .unwrap();
+    }
+}
+
+fn tokio_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The backends a test runs on: memory always; S3 when configured, under a
+/// prefix of its own.
+fn backends(test: &str) -> Vec<Arc<dyn Backend>> {
+    let mut all: Vec<Arc<dyn Backend>> = vec![Arc::new(Memory {
+        store: Arc::new(InMemory::new()),
+    })];
+    match std::env::var("STREAMWAL_S3_URL") {
+        Ok(base) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            all.push(Arc::new(S3 {
+                url: format!("{}/{test}-{nanos}", base.trim_end_matches('/')),
+            }));
+        }
+        Err(_) if std::env::var_os("STREAMWAL_REQUIRE_S3").is_some() => {
+            panic!("STREAMWAL_REQUIRE_S3 is set but STREAMWAL_S3_URL is not")
+        }
+        Err(_) => eprintln!("{test}: STREAMWAL_S3_URL not set, S3 half skipped"),
+    }
+    all
+}
+
+fn ckpt(batch_time: u64, graph: &str) -> Checkpoint<String> {
+    Checkpoint {
+        batch_time,
+        batch_interval_ms: 1000,
+        graph: graph.to_string(),
+        graph_version: 1,
+        pending_batches: vec![batch_time],
+        journal_lsn: batch_time / 10,
+        tracker: TrackerState::default(),
+        source_offsets: Default::default(),
+    }
+}
+
+fn opts(keep: usize) -> CheckpointOptions {
+    CheckpointOptions { keep }
+}
+
+fn latest_time(store: &ObjectCheckpointStore) -> Option<(u64, String)> {
+    store
+        .latest::<String>()
+        .unwrap()
+        .checkpoint
+        .map(|(_, c)| (c.batch_time, c.graph))
+}
+
+#[test]
+fn checkpoints_round_trip_and_survive_a_new_driver() {
+    for b in backends("round_trip") {
+        let store = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        assert_eq!(store.epoch(), 1);
+        assert_eq!(latest_time(&store), None);
+        for t in [1000, 2000, 3000] {
+            store.write(&ckpt(t, &format!("graph {t}"))).unwrap();
+        }
+        assert_eq!(latest_time(&store), Some((3000, "graph 3000".into())));
+        let got = store.latest::<String>().unwrap().checkpoint.unwrap().1;
+        assert_eq!(got.journal_lsn, 300);
+        assert_eq!(got.pending_batches, vec![3000]);
+        // A driver restarted elsewhere finds the same checkpoint.
+        let next = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        assert_eq!(next.epoch(), 2);
+        assert_eq!(latest_time(&next), Some((3000, "graph 3000".into())));
+        assert_eq!(next.journal_floor().unwrap(), Some(100));
+    }
+}
+
+#[test]
+fn retention_keeps_the_newest() {
+    for b in backends("retention") {
+        let store = ObjectCheckpointStore::open_at(b.location(), opts(3)).unwrap();
+        for t in 1..=7u64 {
+            store.write(&ckpt(t * 1000, "g")).unwrap();
+        }
+        let times: Vec<u64> = store.list().unwrap().iter().map(|&(t, _)| t).collect();
+        assert_eq!(times, vec![7000, 6000, 5000]);
+    }
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_is_skipped_with_its_reason() {
+    for b in backends("damaged") {
+        let store = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        store.write(&ckpt(1000, "good")).unwrap();
+        // A newer checkpoint of this epoch whose bytes rotted.
+        let mut bytes = CheckpointStore::encode(&ckpt(2000, "rotten"))
+            .unwrap()
+            .as_bytes()
+            .to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        b.plant(
+            &format!(
+                "checkpoints/checkpoint-{:020}-{:020}.ckpt",
+                2000,
+                store.epoch()
+            ),
+            bytes,
+        );
+        let latest = store.latest::<String>().unwrap();
+        assert_eq!(latest.checkpoint.map(|(_, c)| c.batch_time), Some(1000));
+        assert_eq!(latest.skipped.len(), 1);
+        assert!(
+            matches!(
+                latest.skipped[0].reason,
+                Error::Corruption {
+                    kind: CorruptionKind::ChecksumMismatch { .. },
+                    ..
+                }
+            ),
+            "{:?}",
+            latest.skipped[0].reason
+        );
+    }
+}
+
+#[test]
+fn a_driver_that_was_taken_over_is_fenced() {
+    for b in backends("fenced") {
+        let old = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        old.write(&ckpt(1000, "old 1000")).unwrap();
+        old.write(&ckpt(2000, "old 2000")).unwrap();
+
+        // A new driver takes over the prefix (the old one is partitioned,
+        // not dead).
+        let new = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        assert!(new.epoch() > old.epoch());
+        assert_eq!(latest_time(&new), Some((2000, "old 2000".into())));
+
+        // The old driver's next write is refused...
+        match old.write(&ckpt(3000, "old 3000")) {
+            Err(Error::Fenced { epoch, newer }) => {
+                assert_eq!((epoch, newer), (old.epoch(), new.epoch()));
+            }
+            other => panic!("expected Fenced, got {other:?}"),
+        }
+        // ...and one that raced the takeover and landed anyway is never
+        // returned, by either store.
+        let stale = CheckpointStore::encode(&ckpt(4000, "stale 4000")).unwrap();
+        b.plant(
+            &format!(
+                "checkpoints/checkpoint-{:020}-{:020}.ckpt",
+                4000,
+                old.epoch()
+            ),
+            stale.as_bytes().to_vec(),
+        );
+        assert_eq!(latest_time(&new), Some((2000, "old 2000".into())));
+        assert_eq!(latest_time(&old), Some((2000, "old 2000".into())));
+        assert_eq!(
+            new.latest::<String>().unwrap().fenced,
+            vec![(4000, old.epoch())]
+        );
+
+        // The new driver goes on; its checkpoints win, and a third driver
+        // sees the same.
+        new.write(&ckpt(2500, "new 2500")).unwrap();
+        assert_eq!(latest_time(&new), Some((2500, "new 2500".into())));
+        let third = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        assert_eq!(latest_time(&third), Some((2500, "new 2500".into())));
+        // Retention by the new driver cleared the fenced-out object.
+        assert_eq!(third.latest::<String>().unwrap().fenced, vec![]);
+    }
+}
+
+#[test]
+fn drivers_opening_at_once_take_distinct_epochs() {
+    for b in backends("race") {
+        let epochs: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..6)
+                .map(|_| {
+                    let b = b.clone();
+                    s.spawn(move || {
+                        ObjectCheckpointStore::open_at(b.location(), opts(10))
+                            .unwrap()
+                            .epoch()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut sorted = epochs.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            epochs.len(),
+            "two drivers shared an epoch: {epochs:?}"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_epoch_object_is_an_error_not_a_guess() {
+    for b in backends("epoch_damage") {
+        let store = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        store.write(&ckpt(1000, "g")).unwrap();
+        b.plant(
+            &format!("epochs/epoch-{:020}", store.epoch() + 1),
+            vec![0u8; 28],
+        );
+        assert!(matches!(
+            store.latest::<String>(),
+            Err(Error::Corruption { .. })
+        ));
+    }
+}
+
+#[test]
+fn urls_that_cannot_work_are_refused() {
+    for url in ["file:///tmp/x", "ftp://host/x", "not a url"] {
+        assert!(
+            matches!(ObjectLocation::parse(url), Err(Error::InvalidUrl { .. })),
+            "{url}"
+        );
+    }
+    assert!(ObjectLocation::parse("memory:///a/b").is_ok());
+}
