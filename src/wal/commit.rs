@@ -353,8 +353,9 @@ impl Shared {
                 let spare = self.spares.as_ref().and_then(|s| s.take(chunk.seq));
                 let (path, file) = match spare {
                     Some(spare) => {
+                        let installed = install_spare(&*self.storage, &self.dir, &header, spare)?;
                         c.segments_prepared_ahead.fetch_add(1, Ordering::Relaxed);
-                        install_spare(&*self.storage, &self.dir, &header, spare)?
+                        installed
                     }
                     None => create_segment(
                         &*self.storage,
