@@ -107,7 +107,8 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Another driver took over: a store opened later on the same location
-    /// took a newer epoch, and this store's writes no longer count.
+    /// took a newer epoch. Stop using this store: what it writes from now on
+    /// never counts (a write that was in flight may or may not).
     #[error("fenced: this store's epoch {epoch} was superseded by epoch {newer}")]
     Fenced {
         /// This store's epoch.

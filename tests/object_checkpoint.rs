@@ -121,7 +121,7 @@ fn latest_time(store: &ObjectCheckpointStore) -> Option<(u64, String)> {
 fn checkpoints_round_trip_and_survive_a_new_driver() {
     for b in backends("round_trip") {
         let store = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
-        assert_eq!(store.epoch(), 1);
+        assert_eq!(store.epoch(), Some(1));
         assert_eq!(latest_time(&store), None);
         for t in [1000, 2000, 3000] {
             store.write(&ckpt(t, &format!("graph {t}"))).unwrap();
@@ -132,7 +132,7 @@ fn checkpoints_round_trip_and_survive_a_new_driver() {
         assert_eq!(got.pending_batches, vec![3000]);
         // A driver restarted elsewhere finds the same checkpoint.
         let next = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
-        assert_eq!(next.epoch(), 2);
+        assert_eq!(next.epoch(), Some(2));
         assert_eq!(latest_time(&next), Some((3000, "graph 3000".into())));
         assert_eq!(next.journal_floor().unwrap(), Some(100));
     }
@@ -162,14 +162,7 @@ fn a_damaged_newest_checkpoint_is_skipped_with_its_reason() {
             .to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40;
-        b.plant(
-            &format!(
-                "checkpoints/checkpoint-{:020}-{:020}.ckpt",
-                2000,
-                store.epoch()
-            ),
-            bytes,
-        );
+        b.plant(&ckpt_name(2000, store.epoch().unwrap()), bytes);
         let latest = store.latest::<String>().unwrap();
         assert_eq!(latest.checkpoint.map(|(_, c)| c.batch_time), Some(1000));
         assert_eq!(latest.skipped.len(), 1);
@@ -187,42 +180,45 @@ fn a_damaged_newest_checkpoint_is_skipped_with_its_reason() {
     }
 }
 
+fn ckpt_name(t: u64, e: u64) -> String {
+    format!("checkpoints/checkpoint-{t:020}-{e:020}.ckpt")
+}
+
+fn plant_checkpoint(b: &dyn Backend, t: u64, e: u64, graph: &str) {
+    let bytes = CheckpointStore::encode(&ckpt(t, graph)).unwrap();
+    b.plant(&ckpt_name(t, e), bytes.as_bytes().to_vec());
+}
+
 #[test]
 fn a_driver_that_was_taken_over_is_fenced() {
     for b in backends("fenced") {
         let old = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let old_epoch = old.epoch().unwrap();
         old.write(&ckpt(1000, "old 1000")).unwrap();
         old.write(&ckpt(2000, "old 2000")).unwrap();
 
         // A new driver takes over the prefix (the old one is partitioned,
         // not dead).
         let new = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
-        assert!(new.epoch() > old.epoch());
+        let new_epoch = new.epoch().unwrap();
+        assert!(new_epoch > old_epoch);
         assert_eq!(latest_time(&new), Some((2000, "old 2000".into())));
 
         // The old driver's next write is refused...
         match old.write(&ckpt(3000, "old 3000")) {
             Err(Error::Fenced { epoch, newer }) => {
-                assert_eq!((epoch, newer), (old.epoch(), new.epoch()));
+                assert_eq!((epoch, newer), (old_epoch, new_epoch));
             }
             other => panic!("expected Fenced, got {other:?}"),
         }
-        // ...and one that raced the takeover and landed anyway is never
-        // returned, by either store.
-        let stale = CheckpointStore::encode(&ckpt(4000, "stale 4000")).unwrap();
-        b.plant(
-            &format!(
-                "checkpoints/checkpoint-{:020}-{:020}.ckpt",
-                4000,
-                old.epoch()
-            ),
-            stale.as_bytes().to_vec(),
-        );
+        // ...and one that raced the takeover and landed after its seal
+        // never counts, for either store.
+        plant_checkpoint(&*b, 4000, old_epoch, "stale 4000");
         assert_eq!(latest_time(&new), Some((2000, "old 2000".into())));
         assert_eq!(latest_time(&old), Some((2000, "old 2000".into())));
         assert_eq!(
             new.latest::<String>().unwrap().fenced,
-            vec![(4000, old.epoch())]
+            vec![(4000, old_epoch)]
         );
 
         // The new driver goes on; its checkpoints win, and a third driver
@@ -231,9 +227,133 @@ fn a_driver_that_was_taken_over_is_fenced() {
         assert_eq!(latest_time(&new), Some((2500, "new 2500".into())));
         let third = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
         assert_eq!(latest_time(&third), Some((2500, "new 2500".into())));
-        // Retention by the new driver cleared the fenced-out object.
+        // The new driver's retention cleared the fenced-out object.
         assert_eq!(third.latest::<String>().unwrap().fenced, vec![]);
     }
+}
+
+/// A fenced driver's stragglers stay out even when a later takeover lists
+/// them, and even when they carry batch times below what exists.
+#[test]
+fn stragglers_never_count_for_later_drivers() {
+    for b in backends("stragglers") {
+        let a = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let ea = a.epoch().unwrap();
+        a.write(&ckpt(10, "a 10")).unwrap();
+        a.write(&ckpt(20, "a 20")).unwrap();
+        let b2 = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let eb = b2.epoch().unwrap();
+        assert!(eb > ea);
+        // A's late PUT lands after B's seal.
+        plant_checkpoint(&*b, 30, ea, "a 30 late");
+        // C takes over before B wrote anything (so B's retention never ran).
+        let c = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        // B, which passed its check before C existed, lands a PUT late.
+        plant_checkpoint(&*b, 25, eb, "b 25 late");
+        // A fourth driver recovers from A's last acknowledged checkpoint.
+        let d = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        assert_eq!(latest_time(&d), Some((20, "a 20".into())));
+        assert_eq!(latest_time(&c), Some((20, "a 20".into())));
+        let fenced = d.latest::<String>().unwrap().fenced;
+        assert_eq!(fenced, vec![(30, ea), (25, eb)]);
+    }
+}
+
+/// A driver that died between its fence and its seal holds up nobody: the
+/// next driver seals its epoch, and what was acknowledged before counts.
+#[test]
+fn an_unsealed_takeover_is_sealed_by_the_next_driver() {
+    for b in backends("unsealed") {
+        let a = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let ea = a.epoch().unwrap();
+        a.write(&ckpt(10, "a 10")).unwrap();
+        // A driver took epoch ea+1 and died before sealing it.
+        let nonce_fence = {
+            let mut v = Vec::new();
+            v.extend_from_slice(b"SWFENCE1");
+            v.extend_from_slice(&(ea + 1).to_le_bytes());
+            v.extend_from_slice(&7u64.to_le_bytes());
+            let crc = crc32fast_hash(&v);
+            v.extend_from_slice(&crc.to_le_bytes());
+            v
+        };
+        b.plant(&format!("epochs/epoch-{:020}", ea + 1), nonce_fence);
+        // Until sealed, A's checkpoints do not count (the takeover is in
+        // progress), and A is fenced.
+        assert_eq!(latest_time(&a), None);
+        assert!(matches!(
+            a.write(&ckpt(20, "a 20")),
+            Err(Error::Fenced { .. })
+        ));
+        let c = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        assert_eq!(c.epoch(), Some(ea + 2));
+        assert_eq!(latest_time(&c), Some((10, "a 10".into())));
+    }
+}
+
+fn crc32fast_hash(bytes: &[u8]) -> u32 {
+    // CRC-32 (IEEE), bitwise: the test does not borrow the crate's encoder.
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn hostile_names_at_the_edge_of_u64_do_not_panic() {
+    for b in backends("hostile_names") {
+        let store = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        store.write(&ckpt(10, "g")).unwrap();
+        // Named at the edge but well-formed: its content decides.
+        plant_checkpoint(&*b, u64::MAX, u64::MAX, "max");
+        let latest = store.latest::<String>().unwrap().checkpoint.unwrap().1;
+        assert_eq!(latest.batch_time, u64::MAX);
+        // A fence at the last epoch: this store is fenced, its checkpoints
+        // wait for a seal, and no epoch is left to take.
+        b.plant(&format!("epochs/epoch-{:020}", u64::MAX), vec![1, 2, 3]);
+        assert!(matches!(
+            store.write(&ckpt(20, "g")),
+            Err(Error::Fenced { .. })
+        ));
+        assert!(store.latest::<String>().is_ok());
+        assert!(matches!(
+            ObjectCheckpointStore::open_at(b.location(), opts(10)),
+            Err(Error::Corruption { .. })
+        ));
+    }
+}
+
+#[test]
+fn a_read_only_store_fences_nobody_and_writes_nothing() {
+    for b in backends("read_only") {
+        let writer = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        writer.write(&ckpt(10, "g 10")).unwrap();
+        let reader = ObjectCheckpointStore::open_read_only_at(b.location());
+        assert_eq!(reader.epoch(), None);
+        assert_eq!(latest_time(&reader), Some((10, "g 10".into())));
+        assert!(matches!(reader.write(&ckpt(30, "g")), Err(Error::ReadOnly)));
+        // The writer was not fenced by the reader.
+        writer.write(&ckpt(20, "g 20")).unwrap();
+        assert_eq!(latest_time(&reader), Some((20, "g 20".into())));
+    }
+}
+
+#[test]
+fn calling_from_async_code_is_an_error_not_a_panic() {
+    let rt = tokio_rt();
+    let store = ObjectCheckpointStore::open("memory:///x", opts(10)).unwrap();
+    let got = rt.block_on(async { store.write(&ckpt(1, "g")).map(|_| ()) });
+    assert!(matches!(got, Err(Error::InvalidOptions(_))), "{got:?}");
+    // Dropping the store inside async code does not panic either.
+    rt.block_on(async move { drop(store) });
 }
 
 #[test]
@@ -247,6 +367,7 @@ fn drivers_opening_at_once_take_distinct_epochs() {
                         ObjectCheckpointStore::open_at(b.location(), opts(10))
                             .unwrap()
                             .epoch()
+                            .unwrap()
                     })
                 })
                 .collect();
@@ -268,10 +389,10 @@ fn a_damaged_epoch_object_is_an_error_not_a_guess() {
     for b in backends("epoch_damage") {
         let store = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
         store.write(&ckpt(1000, "g")).unwrap();
-        b.plant(
-            &format!("epochs/epoch-{:020}", store.epoch() + 1),
-            vec![0u8; 28],
-        );
+        // A newer driver's fence, and a seal that rotted.
+        let next = store.epoch().unwrap() + 1;
+        b.plant(&format!("epochs/epoch-{next:020}"), vec![0u8; 28]);
+        b.plant(&format!("epochs/seal-{next:020}"), vec![0u8; 40]);
         assert!(matches!(
             store.latest::<String>(),
             Err(Error::Corruption { .. })

@@ -14,7 +14,18 @@ pub struct ObjectLocation {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     url: String,
-    rt: tokio::runtime::Runtime,
+    /// Always `Some` until dropped.
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for ObjectLocation {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside another runtime;
+        // shutting it down in the background never does.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// How a create-only PUT went.
@@ -96,8 +107,22 @@ impl ObjectLocation {
             store,
             prefix,
             url,
-            rt,
+            rt: Some(rt),
         })
+    }
+
+    /// Drive `f` to completion on this location's runtime.
+    fn run<F: std::future::Future>(&self, f: F) -> Result<F::Output> {
+        let misuse = Error::InvalidOptions(
+            "object storage was called from inside an async runtime; use spawn_blocking",
+        );
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(misuse);
+        }
+        match &self.rt {
+            Some(rt) => Ok(rt.block_on(f)),
+            None => Err(misuse),
+        }
     }
 
     /// The URL (or a description of the store) and prefix.
@@ -125,16 +150,6 @@ impl ObjectLocation {
         }
     }
 
-    /// PUT `bytes` as `name`, replacing any object of that name. Atomic: a
-    /// reader sees the old object or the new one, whole.
-    pub(crate) fn put(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
-        let key = self.key(name);
-        self.rt
-            .block_on(self.store.put(&key, bytes.into()))
-            .map(|_| ())
-            .map_err(|e| self.remote_error("put", name, e))
-    }
-
     /// PUT `bytes` as `name` only if no object of that name exists
     /// (a conditional PUT: `If-None-Match: *` on S3).
     pub(crate) fn put_new(&self, name: &str, bytes: Vec<u8>) -> Result<Created> {
@@ -143,10 +158,7 @@ impl ObjectLocation {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        match self
-            .rt
-            .block_on(self.store.put_opts(&key, bytes.into(), opts))
-        {
+        match self.run(self.store.put_opts(&key, bytes.into(), opts))? {
             Ok(_) => Ok(Created::Yes),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::AlreadyExists),
             Err(e) => Err(self.remote_error("conditional put", name, e)),
@@ -158,7 +170,7 @@ impl ObjectLocation {
     /// further than its size.
     pub(crate) fn get(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>> {
         let key = self.key(name);
-        self.rt.block_on(async {
+        self.run(async {
             let got = match self.store.get_opts(&key, GetOptions::default()).await {
                 Ok(got) => got,
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -175,7 +187,7 @@ impl ObjectLocation {
                 .await
                 .map_err(|e| self.remote_error("get", name, e))?;
             Ok(Some(bytes.to_vec()))
-        })
+        })?
     }
 
     /// The first `len` bytes of `name` (fewer if it is shorter); `Ok(None)`
@@ -186,7 +198,7 @@ impl ObjectLocation {
             range: Some(GetRange::Bounded(0..len)),
             ..GetOptions::default()
         };
-        self.rt.block_on(async {
+        self.run(async {
             let got = match self.store.get_opts(&key, opts).await {
                 Ok(got) => got,
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -197,16 +209,16 @@ impl ObjectLocation {
                 .await
                 .map_err(|e| self.remote_error("get", name, e))?;
             // A server that ignores the range sends everything: keep the head.
-            Ok(Some(bytes[..bytes.len().min(len as usize)].to_vec()))
-        })
+            let keep = bytes.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+            Ok(Some(bytes[..keep].to_vec()))
+        })?
     }
 
     /// The names of the objects directly under `dir` (relative to `dir`).
     pub(crate) fn list(&self, dir: &str) -> Result<Vec<String>> {
         let key = self.key(dir);
         let listed = self
-            .rt
-            .block_on(self.store.list_with_delimiter(Some(&key)))
+            .run(self.store.list_with_delimiter(Some(&key)))?
             .map_err(|e| self.remote_error("list", dir, e))?;
         Ok(listed
             .objects
@@ -218,7 +230,7 @@ impl ObjectLocation {
     /// Delete `name`; an object that is already gone is not an error.
     pub(crate) fn delete(&self, name: &str) -> Result<()> {
         let key = self.key(name);
-        match self.rt.block_on(self.store.delete(&key)) {
+        match self.run(self.store.delete(&key))? {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.remote_error("delete", name, e)),
         }

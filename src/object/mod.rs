@@ -2,17 +2,17 @@
 //! `object-store`).
 //!
 //! Spark keeps its checkpoint directory on HDFS so that a driver restarted on
-//! another machine finds it. [`ObjectCheckpointStore`] is the same for
-//! object storage: checkpoints are objects under a URL prefix, so a driver
-//! that comes back anywhere recovers from there; and since two drivers can
-//! see the same prefix at once (a partitioned old one and its replacement),
-//! the store fences: each opening takes a new *epoch* with a conditional PUT,
-//! and what an older epoch writes after a newer one took over is never
-//! returned by [`ObjectCheckpointStore::latest`].
+//! another machine finds it. [`ObjectCheckpointStore`] keeps checkpoints as
+//! objects under a URL prefix; and since two drivers can see the same prefix
+//! at once (a partitioned old one and its replacement), it fences: each
+//! opening takes a new *epoch* with a conditional PUT and seals the
+//! checkpoints that exist at that moment, and what an older epoch writes
+//! after that never counts for [`ObjectCheckpointStore::latest`].
 //!
 //! What is here and what is not (docs/DESIGN.md, "Object storage"):
 //! checkpoints are on object storage; the write-ahead log and the tracker's
-//! journal are still on a local file system.
+//! journal are still on a local file system, and this store is not yet wired
+//! into [`crate::recovery`].
 //!
 //! The API blocks: each store runs its requests on a small runtime of its
 //! own. Do not call it from inside an async task (use `spawn_blocking`).
