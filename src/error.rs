@@ -116,6 +116,15 @@ pub enum Error {
         /// The newest epoch found.
         newer: u64,
     },
+    /// A driver has taken a newer epoch on this object-storage location but
+    /// not yet sealed it, so which checkpoints count is not decided yet.
+    /// Retry shortly; a driver that died at that point is sealed by the next
+    /// one to open.
+    #[error("a takeover of the location (epoch {fence}) is in progress")]
+    TakeoverInProgress {
+        /// The epoch whose seal is missing.
+        fence: u64,
+    },
     /// A storage URL that cannot be used.
     #[error("invalid storage URL {url}: {reason}")]
     InvalidUrl {

@@ -17,8 +17,10 @@
 //!   one PUT (atomic).
 //!
 //! The rule: a checkpoint of epoch `e` counts unless a fence newer than `e`
-//! exists; then it counts only if the seal of the oldest such fence lists it
-//! (and not at all while that seal is missing). A writer returns `Ok` only if
+//! exists; then it counts only if the seal of the oldest such fence lists it.
+//! While that seal is missing (a takeover half done) nothing is decided:
+//! reads fail with [`Error::TakeoverInProgress`]. Readers list checkpoints
+//! before fences (see `verdict`). A writer returns `Ok` only if
 //! it found no newer fence after its PUT, so its object was there before
 //! that fence, and so before the listing of that fence's seal: an
 //! acknowledged checkpoint is always sealed in. What a fenced driver writes
@@ -209,8 +211,7 @@ pub struct ObjectLatest<G> {
     /// Newer counting checkpoints that were skipped, newest first.
     pub skipped: Vec<SkippedObject>,
     /// Checkpoints that do not count, as (batch time, epoch), newest first:
-    /// written by a driver after a newer one took over (or while that
-    /// takeover was not yet sealed).
+    /// written by a driver after a newer one took over and sealed.
     pub fenced: Vec<Named>,
 }
 
@@ -411,7 +412,12 @@ impl ObjectCheckpointStore {
             // This epoch wrote this batch time before (or a retry of this
             // PUT landed): fine if the bytes are the same.
             let max = ckpt.as_bytes().len() as u64;
-            if self.loc.get(&name, max).ok().flatten().as_deref() != Some(ckpt.as_bytes()) {
+            let existing = match self.loc.get(&name, max) {
+                Ok(bytes) => bytes,
+                Err(Error::TooLarge { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            if existing.as_deref() != Some(ckpt.as_bytes()) {
                 return Err(Error::Remote {
                     op: "put checkpoint",
                     location: self.loc.display(&name).display().to_string(),
@@ -437,8 +443,29 @@ impl ObjectCheckpointStore {
         Ok(())
     }
 
+    /// [`Self::verdict`], refusing to answer while a takeover is half done:
+    /// without the seal, checkpoints that count (acknowledged ones among
+    /// them) cannot be told from a fenced driver's stragglers.
+    fn settled_verdict(&self) -> Result<Verdict> {
+        let v = self.verdict()?;
+        if !v.unsealed.is_empty() {
+            let fences = list_fences(&self.loc)?;
+            let oldest = v.unsealed.iter().map(|&(_, e)| e).min().unwrap_or(0);
+            let fence = fences.into_iter().find(|&f| f > oldest).unwrap_or(0);
+            return Err(Error::TakeoverInProgress { fence });
+        }
+        Ok(v)
+    }
+
     /// Sort every checkpoint by whether it counts.
     fn verdict(&self) -> Result<Verdict> {
+        // The order of these listings is load-bearing: checkpoints first,
+        // then fences. A checkpoint that landed after the seal of the fence
+        // that decides it was listed after that fence existed, so the fence
+        // listing taken next includes that fence (and every older one).
+        // Listing fences first would judge a late checkpoint against a stale
+        // fence list and count it.
+        let checkpoints = list_checkpoints(&self.loc)?;
         let fences = list_fences(&self.loc)?;
         let mut seals: BTreeMap<u64, Option<BTreeSet<Named>>> = BTreeMap::new();
         let mut v = Verdict {
@@ -446,7 +473,7 @@ impl ObjectCheckpointStore {
             excluded: Vec::new(),
             unsealed: Vec::new(),
         };
-        for (t, e) in list_checkpoints(&self.loc)? {
+        for (t, e) in checkpoints {
             // The oldest fence newer than the checkpoint's epoch decides.
             let Some(&fence) = fences.iter().find(|&&f| f > e) else {
                 v.counting.push((t, e));
@@ -487,7 +514,7 @@ impl ObjectCheckpointStore {
     /// Delete counting checkpoints beyond the newest `keep` (never the one
     /// just written) and those a sealed fence leaves out.
     fn retain(&self, batch_time: u64, epoch: u64) -> Result<()> {
-        let v = self.verdict()?;
+        let v = self.settled_verdict()?;
         let old = v
             .counting
             .iter()
@@ -503,9 +530,10 @@ impl ObjectCheckpointStore {
     /// name alone.
     ///
     /// # Errors
-    /// [`Error::Remote`]; [`Error::Corruption`] for a damaged fence or seal.
+    /// [`Error::Remote`]; [`Error::Corruption`] for a damaged fence or seal;
+    /// [`Error::TakeoverInProgress`] while a newer fence has no seal yet.
     pub fn list(&self) -> Result<Vec<Named>> {
-        Ok(self.verdict()?.counting)
+        Ok(self.settled_verdict()?.counting)
     }
 
     /// The newest counting checkpoint that passes every check, trying from
@@ -516,15 +544,15 @@ impl ObjectCheckpointStore {
     /// # Errors
     /// [`Error::Remote`] if listing fails; [`Error::Corruption`] if a fence
     /// or seal is damaged (the rule cannot be applied without it, so nothing
-    /// is guessed).
+    /// is guessed); [`Error::TakeoverInProgress`] if a driver has taken a
+    /// newer epoch but not yet sealed it (retry shortly; a taker that died
+    /// there is sealed by the next one to open).
     pub fn latest<G: DeserializeOwned>(&self) -> Result<ObjectLatest<G>> {
         let mut attempt = 0;
         'relist: loop {
             attempt += 1;
-            let v = self.verdict()?;
-            let mut fenced = v.excluded;
-            fenced.extend(v.unsealed);
-            fenced.sort_unstable_by(|a, b| b.cmp(a));
+            let v = self.settled_verdict()?;
+            let fenced = v.excluded;
             let mut skipped = Vec::new();
             for (t, e) in v.counting {
                 let name = checkpoint_name(t, e);
@@ -585,7 +613,7 @@ impl ObjectCheckpointStore {
     /// events that checkpoint needs.
     pub fn journal_floor(&self) -> Result<Option<u64>> {
         let mut floor: Option<u64> = None;
-        for (t, e) in self.verdict()?.counting {
+        for (t, e) in self.settled_verdict()?.counting {
             let name = checkpoint_name(t, e);
             let Some(head) = self.loc.get_head(&name, CHECKPOINT_HEADER_BYTES as u64)? else {
                 continue; // deleted by retention meanwhile: no longer needed
