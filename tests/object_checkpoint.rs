@@ -342,6 +342,23 @@ fn hostile_names_at_the_edge_of_u64_do_not_panic() {
     }
 }
 
+/// Empty and short objects named like checkpoints are skipped by every
+/// reader, and do not make the journal floor fail.
+#[test]
+fn empty_and_short_checkpoint_objects_are_skipped() {
+    for b in backends("short_objects") {
+        let store = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let e = store.epoch().unwrap();
+        store.write(&ckpt(1000, "good")).unwrap();
+        b.plant(&ckpt_name(2000, e), Vec::new());
+        b.plant(&ckpt_name(3000, e), vec![0x53; 7]);
+        let latest = store.latest::<String>().unwrap();
+        assert_eq!(latest.checkpoint.map(|(_, c)| c.batch_time), Some(1000));
+        assert_eq!(latest.skipped.len(), 2);
+        assert_eq!(store.journal_floor().unwrap(), Some(100));
+    }
+}
+
 #[test]
 fn a_read_only_store_fences_nobody_and_writes_nothing() {
     for b in backends("read_only") {

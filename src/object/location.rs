@@ -191,14 +191,25 @@ impl ObjectLocation {
     }
 
     /// The first `len` bytes of `name` (fewer if it is shorter); `Ok(None)`
-    /// if it does not exist.
+    /// if it does not exist. Two requests (the size, then the range).
     pub(crate) fn get_head(&self, name: &str, len: u64) -> Result<Option<Vec<u8>>> {
         let key = self.key(name);
-        let opts = GetOptions {
-            range: Some(GetRange::Bounded(0..len)),
-            ..GetOptions::default()
-        };
         self.run(async {
+            // A range past the end of an object is an error on S3: ask for
+            // no more than the object holds (nothing, for an empty one).
+            let size = match self.store.head(&key).await {
+                Ok(meta) => meta.size,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.remote_error("head", name, e)),
+            };
+            let len = len.min(size);
+            if len == 0 {
+                return Ok(Some(Vec::new()));
+            }
+            let opts = GetOptions {
+                range: Some(GetRange::Bounded(0..len)),
+                ..GetOptions::default()
+            };
             let got = match self.store.get_opts(&key, opts).await {
                 Ok(got) => got,
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
