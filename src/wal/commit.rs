@@ -40,6 +40,12 @@ pub(crate) struct State {
     /// Number of the pending batch; batches are numbered in the order they
     /// are written. Its appenders wait on `batch_done[pending_id % 2]`.
     pub(super) pending_id: u64,
+    /// Threads waiting on `batch_done[i]` and on `cond`: a condition
+    /// variable is signalled only when someone waits on it (each signal is a
+    /// system call, which a lone appender would otherwise pay twice per
+    /// append).
+    pub(super) batch_waiters: [u32; 2],
+    pub(super) sync_waiters: u32,
     pub(super) spare: Batch,
     pub(super) leader: bool,
     pub(super) poisoned: bool,
@@ -109,17 +115,26 @@ impl Shared {
         Ok(st)
     }
 
-    fn wait<'a>(&self, st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
-        self.cond.wait(st).map_err(|_| Error::Poisoned)
+    fn wait<'a>(&self, mut st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
+        st.sync_waiters += 1;
+        let mut st = self.cond.wait(st).map_err(|_| Error::Poisoned)?;
+        st.sync_waiters -= 1;
+        Ok(st)
     }
 
     /// Wait for batch `id` to be written (or for this thread's turn to lead
     /// it). Appenders of one batch share a condition variable, so finishing a
     /// batch wakes its own appenders, not those gathered in the next one.
-    fn wait_batch<'a>(&self, st: MutexGuard<'a, State>, id: u64) -> Result<MutexGuard<'a, State>> {
-        self.batch_done[(id % 2) as usize]
-            .wait(st)
-            .map_err(|_| Error::Poisoned)
+    fn wait_batch<'a>(
+        &self,
+        mut st: MutexGuard<'a, State>,
+        id: u64,
+    ) -> Result<MutexGuard<'a, State>> {
+        let i = (id % 2) as usize;
+        st.batch_waiters[i] += 1;
+        let mut st = self.batch_done[i].wait(st).map_err(|_| Error::Poisoned)?;
+        st.batch_waiters[i] -= 1;
+        Ok(st)
     }
 
     /// Give `payload` its LSN and place, and encode its frame into the
@@ -310,11 +325,16 @@ impl Shared {
         st.spare = batch;
         // Wake this batch's appenders, hand the lead to one appender of the
         // next batch if it has any, and wake `sync` callers.
-        self.batch_done[(id % 2) as usize].notify_all();
-        if !st.pending.chunks.is_empty() {
-            self.batch_done[((id + 1) % 2) as usize].notify_one();
+        let (this, next) = ((id % 2) as usize, ((id + 1) % 2) as usize);
+        if st.batch_waiters[this] > 0 {
+            self.batch_done[this].notify_all();
         }
-        self.cond.notify_all();
+        if !st.pending.chunks.is_empty() && st.batch_waiters[next] > 0 {
+            self.batch_done[next].notify_one();
+        }
+        if st.sync_waiters > 0 {
+            self.cond.notify_all();
+        }
         Ok(st)
     }
 

@@ -222,6 +222,8 @@ impl Wal {
             unsynced_bytes: 0,
             pending: Batch::default(),
             pending_id: 0,
+            batch_waiters: [0; 2],
+            sync_waiters: 0,
             spare: Batch::default(),
             leader: false,
             poisoned: false,
