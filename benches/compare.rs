@@ -28,7 +28,7 @@
 //! machine affects all of them alike.
 
 mod common;
-use common::{bench_root, payload, test_mode};
+use common::{bench_root, payload, test_mode, zero_fill};
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -212,13 +212,7 @@ fn preallocated(path: &Path, bytes: u64) -> File {
         .expect("create limit file");
     let len = file.metadata().expect("stat").len();
     if len < bytes {
-        let zeros = vec![0u8; 1 << 20];
-        let mut off = 0;
-        while off < bytes {
-            file.write_all_at(&zeros, off).expect("zero-fill");
-            off += zeros.len() as u64;
-        }
-        file.sync_all().expect("sync limit file");
+        zero_fill(&file, bytes);
     }
     file
 }

@@ -12,7 +12,7 @@
 //! directory). Linux only (`fallocate`).
 
 mod common;
-use common::{bench_dir, payload, test_mode};
+use common::{bench_dir, payload, test_mode, zero_fill};
 
 #[cfg(target_os = "linux")]
 fn main() {
@@ -42,15 +42,7 @@ fn main() {
                 .open(&path)
                 .expect("create");
             match layout {
-                "written (zero-filled)" => {
-                    let zeros = vec![0u8; 1 << 20];
-                    let mut off = 0;
-                    while off < file_bytes {
-                        file.write_all_at(&zeros, off).expect("zero-fill");
-                        off += zeros.len() as u64;
-                    }
-                    file.sync_all().expect("sync");
-                }
+                "written (zero-filled)" => zero_fill(&file, file_bytes),
                 "allocated (fallocate)" => {
                     rustix::fs::fallocate(
                         &file,

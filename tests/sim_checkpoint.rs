@@ -1,8 +1,8 @@
-#![cfg(feature = "sim")]
 //! Proves the checkpoint promise on the crash simulator: for every I/O step of a workload of 36 checkpoints (with retention), a crash right after it (and a second crash during recovery) leaves `latest()` a completely written checkpoint, never older than the last one whose write returned `Ok`; and EIO on fsync or write, and ENOSPC, during a checkpoint write leave the previous checkpoint in place.
 //!
 //! More seeds per crash point: `STREAMWAL_SIM_SEEDS=64 cargo test --release
 //! --all-features --test sim_checkpoint`.
+#![cfg(feature = "sim")]
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,10 +1,10 @@
-#![cfg(feature = "sim")]
 //! Proves the tracker promise on the crash simulator: for every I/O step of a workload that stores blocks in a receiver log, adds them to the tracker, allocates batches and commits them (single-threaded, and with concurrent receivers), a crash right after it (and a second crash during recovery) leaves every acknowledged block recoverable exactly once, every acknowledged allocation unchanged, and every acknowledged commit present.
 //!
 //! A whole driver (checkpoints every third batch, journal retirement, `get_or_create` recovery) is crashed at every step too.
 //!
 //! More seeds per crash point: `STREAMWAL_SIM_SEEDS=64 cargo test --release
 //! --all-features --test sim_tracker`.
+#![cfg(feature = "sim")]
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,8 +1,8 @@
-#![cfg(feature = "sim")]
 //! Proves the WAL promise on the crash simulator: for every I/O step of each workload (200 appends with rollovers, free-running concurrent appenders, group commit pinned by the sync gate, retention with reopen, the `Never` and `Periodic` policies acknowledged at `sync()`, and a small case enumerated exhaustively) a crash right after it, then recovery (and at every 10th point a second crash during recovery), leaves every acknowledged record byte for byte at its LSN, a dense prefix, and nothing never appended; plus EIO, short-write and ENOSPC fault injection.
 //!
 //! More seeds per crash point: `STREAMWAL_SIM_SEEDS=64 cargo test --release
 //! --all-features --test sim_wal`. A failure prints its replay command.
+#![cfg(feature = "sim")]
 
 use std::path::Path;
 use std::sync::Arc;

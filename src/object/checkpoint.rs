@@ -36,7 +36,6 @@ use crate::limits::DECODE_BYTES_MAX;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -180,18 +179,6 @@ fn seal_bytes_max() -> u64 {
     (24 + 16 * SEAL_ENTRIES_MAX) as u64
 }
 
-fn new_nonce() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
 /// A checkpoint object [`ObjectCheckpointStore::latest`] passed over, and why.
 #[derive(Debug)]
 pub struct SkippedObject {
@@ -289,7 +276,7 @@ impl ObjectCheckpointStore {
         if opts.keep == 0 {
             return Err(Error::InvalidOptions("keep must be at least 1"));
         }
-        let nonce = new_nonce();
+        let nonce = crate::wal::random_id();
         let mut owned = None;
         for _ in 0..TAKEOVER_ATTEMPTS {
             let newest = list_fences(&loc)?.last().copied().unwrap_or(0);

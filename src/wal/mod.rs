@@ -25,3 +25,5 @@ pub use options::{
 };
 pub use segment::{SEGMENT_SUFFIX, segment_file_name};
 pub use writer::Wal;
+#[cfg(feature = "object-store")]
+pub(crate) use writer::new_log_id as random_id;

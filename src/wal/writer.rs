@@ -92,7 +92,9 @@ fn now_millis() -> u64 {
         .unwrap_or(0)
 }
 
-fn new_log_id() -> u64 {
+/// A fresh 64-bit id, different per call, process and time (not
+/// cryptographic): log ids, and the object store's fence nonces.
+pub(crate) fn new_log_id() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
         SystemTime::now()
