@@ -116,6 +116,15 @@ pub enum Error {
         /// The newest epoch found.
         newer: u64,
     },
+    /// Another writer stored the object this log was about to write (a
+    /// driver that opened the same log on object storage after this one):
+    /// this log is taken over and poisoned, and the records of the batch
+    /// that collided are not in the log.
+    #[error("log taken over: another writer stored {location} first")]
+    LogTakenOver {
+        /// The object that collided.
+        location: String,
+    },
     /// A driver has taken a newer epoch on this object-storage location but
     /// not yet sealed it, so which checkpoints count is not decided yet.
     /// Retry shortly; a driver that died at that point is sealed by the next

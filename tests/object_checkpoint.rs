@@ -6,6 +6,10 @@
 //! missing URL fails the test instead of skipping the S3 half).
 #![cfg(feature = "object-store")]
 
+mod common;
+
+use common::objects::{Hook, Interleaving};
+
 use std::sync::Arc;
 use streamwal::checkpoint::{Checkpoint, CheckpointOptions, CheckpointStore};
 use streamwal::object::object_store::memory::InMemory;
@@ -439,76 +443,6 @@ fn urls_that_cannot_work_are_refused() {
     assert!(ObjectLocation::parse("memory:///a/b").is_ok());
 }
 
-/// An in-memory store that, once, runs a hook just before it answers a
-/// listing of the checkpoints: what a concurrent driver does between two
-/// of this crate's requests.
-#[derive(Debug)]
-struct Interleaving {
-    inner: Arc<InMemory>,
-    hook: std::sync::Mutex<Option<Vec<Planted>>>,
-}
-
-/// An object to put under the prefix: (name, bytes).
-type Planted = (String, Vec<u8>);
-
-impl std::fmt::Display for Interleaving {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "interleaving({})", self.inner)
-    }
-}
-
-use streamwal::object::object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
-    PutMultipartOptions, PutOptions, PutResult, Result as OsResult,
-};
-
-#[async_trait::async_trait]
-impl ObjectStore for Interleaving {
-    async fn put_opts(&self, l: &Path, p: PutPayload, o: PutOptions) -> OsResult<PutResult> {
-        self.inner.put_opts(l, p, o).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        l: &Path,
-        o: PutMultipartOptions,
-    ) -> OsResult<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(l, o).await
-    }
-    async fn get_opts(&self, l: &Path, o: GetOptions) -> OsResult<GetResult> {
-        self.inner.get_opts(l, o).await
-    }
-    fn delete_stream(
-        &self,
-        locations: futures::stream::BoxStream<'static, OsResult<Path>>,
-    ) -> futures::stream::BoxStream<'static, OsResult<Path>> {
-        self.inner.delete_stream(locations)
-    }
-    fn list(
-        &self,
-        prefix: Option<&Path>,
-    ) -> futures::stream::BoxStream<'static, OsResult<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> OsResult<ListResult> {
-        let planting = match prefix {
-            Some(p) if p.as_ref().ends_with("checkpoints") => self.hook.lock().unwrap().take(),
-            _ => None,
-        };
-        for (name, bytes) in planting.unwrap_or_default() {
-            self.inner
-                .put(
-                    &Path::from(format!("engine/ckpt/{name}")),
-                    PutPayload::from(bytes),
-                )
-                .await?;
-        }
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(&self, from: &Path, to: &Path, o: CopyOptions) -> OsResult<()> {
-        self.inner.copy_opts(from, to, o).await
-    }
-}
-
 fn seal_bytes(epoch: u64, sealed: &[(u64, u64)]) -> Vec<u8> {
     let mut v = Vec::new();
     v.extend_from_slice(b"SWSEAL01");
@@ -529,10 +463,7 @@ fn seal_bytes(epoch: u64, sealed: &[(u64, u64)]) -> Vec<u8> {
 #[test]
 fn a_takeover_between_a_readers_requests_cannot_let_a_straggler_in() {
     let inner = Arc::new(InMemory::new());
-    let store = Arc::new(Interleaving {
-        inner: inner.clone(),
-        hook: std::sync::Mutex::new(None),
-    });
+    let store = Interleaving::new(inner.clone());
     let old = ObjectCheckpointStore::open_at(
         ObjectLocation::with_store(store.clone(), "engine/ckpt").unwrap(),
         opts(10),
@@ -542,14 +473,21 @@ fn a_takeover_between_a_readers_requests_cannot_let_a_straggler_in() {
     old.write(&ckpt(10, "old 10")).unwrap();
     old.write(&ckpt(20, "old 20")).unwrap();
     let late = CheckpointStore::encode(&ckpt(30, "late 30")).unwrap();
-    *store.hook.lock().unwrap() = Some(vec![
-        (format!("epochs/epoch-{:020}", e + 1), b"fence".to_vec()),
-        (
-            format!("epochs/seal-{:020}", e + 1),
-            seal_bytes(e + 1, &[(10, e), (20, e)]),
-        ),
-        (ckpt_name(30, e), late.as_bytes().to_vec()),
-    ]);
+    store.arm(Hook {
+        listing_ends_with: "checkpoints".into(),
+        after_listing: false,
+        plant: [
+            (format!("epochs/epoch-{:020}", e + 1), b"fence".to_vec()),
+            (
+                format!("epochs/seal-{:020}", e + 1),
+                seal_bytes(e + 1, &[(10, e), (20, e)]),
+            ),
+            (ckpt_name(30, e), late.as_bytes().to_vec()),
+        ]
+        .into_iter()
+        .map(|(name, bytes)| (format!("engine/ckpt/{name}"), bytes))
+        .collect(),
+    });
     let reader = ObjectCheckpointStore::open_read_only_at(
         ObjectLocation::with_store(store.clone(), "engine/ckpt").unwrap(),
     );

@@ -14,11 +14,19 @@ pub struct ObjectLocation {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     url: String,
+    /// Shared with the locations [`ObjectLocation::child`] made: a store's
+    /// connections belong to the runtime that opened them.
+    rt: Arc<Runtime>,
+}
+
+/// A current-thread runtime that any thread may drive with `block_on`.
+#[derive(Debug)]
+struct Runtime {
     /// Always `Some` until dropped.
     rt: Option<tokio::runtime::Runtime>,
 }
 
-impl Drop for ObjectLocation {
+impl Drop for Runtime {
     fn drop(&mut self) {
         // Dropping a runtime blocks, which panics inside another runtime;
         // shutting it down in the background never does.
@@ -107,7 +115,32 @@ impl ObjectLocation {
             store,
             prefix,
             url,
-            rt: Some(rt),
+            rt: Arc::new(Runtime { rt: Some(rt) }),
+        })
+    }
+
+    /// The location `name` below this one, in the same store, sharing its
+    /// runtime (a context keeps its log, journal and checkpoints in three
+    /// such children of one URL).
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] if `name` is not a valid path segment.
+    pub fn child(&self, name: &str) -> Result<ObjectLocation> {
+        let part = object_store::path::PathPart::parse(name).map_err(|e| Error::InvalidUrl {
+            url: format!("{}/{name}", self.url.trim_end_matches('/')),
+            reason: e.to_string(),
+        })?;
+        if name.is_empty() {
+            return Err(Error::InvalidUrl {
+                url: self.url.clone(),
+                reason: "empty child name".into(),
+            });
+        }
+        Ok(ObjectLocation {
+            store: self.store.clone(),
+            prefix: self.prefix.parts().chain(std::iter::once(part)).collect(),
+            url: format!("{}/{name}", self.url.trim_end_matches('/')),
+            rt: self.rt.clone(),
         })
     }
 
@@ -119,7 +152,7 @@ impl ObjectLocation {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(misuse);
         }
-        match &self.rt {
+        match &self.rt.rt {
             Some(rt) => Ok(rt.block_on(f)),
             None => Err(misuse),
         }
@@ -222,6 +255,42 @@ impl ObjectLocation {
             // A server that ignores the range sends everything: keep the head.
             let keep = bytes.len().min(usize::try_from(len).unwrap_or(usize::MAX));
             Ok(Some(bytes[..keep].to_vec()))
+        })?
+    }
+
+    /// Bytes `start..start + len` of `name` (one ranged GET); `Ok(None)` if
+    /// the object does not exist. Fewer bytes come back if the object is
+    /// shorter (the caller checks); a server that ignores the range and
+    /// sends the whole object is cut to the range.
+    pub(crate) fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Option<Vec<u8>>> {
+        let key = self.key(name);
+        let end = start.saturating_add(len);
+        self.run(async {
+            let opts = GetOptions {
+                range: Some(GetRange::Bounded(start..end)),
+                ..GetOptions::default()
+            };
+            let got = match self.store.get_opts(&key, opts).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.remote_error("get", name, e)),
+            };
+            let whole = got.range.start == 0 && got.range.end == got.meta.size && start > 0;
+            let bytes = got
+                .bytes()
+                .await
+                .map_err(|e| self.remote_error("get", name, e))?;
+            let from = if whole {
+                usize::try_from(start)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len())
+            } else {
+                0
+            };
+            let to = from
+                .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
+                .min(bytes.len());
+            Ok(Some(bytes[from..to].to_vec()))
         })?
     }
 

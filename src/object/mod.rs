@@ -42,9 +42,12 @@
 
 mod checkpoint;
 mod location;
+mod log;
 
 pub use checkpoint::{ObjectCheckpointStore, ObjectLatest, SkippedObject};
 pub use location::ObjectLocation;
+pub(crate) use log::ObjectLog;
+pub use log::{LOG_OBJECT_SUFFIX, log_object_name};
 /// The `object_store` crate this module is built on, re-exported so that a
 /// caller can pass a store of the matching version to
 /// [`ObjectLocation::with_store`].

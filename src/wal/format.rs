@@ -328,6 +328,29 @@ pub fn check_payload(
     Ok(())
 }
 
+/// Decode and check the whole frame at the start of `bytes` (header, then
+/// payload): what [`decode_frame_header`] and [`check_payload`] check, plus
+/// that `bytes` holds all of it. An all-zero header is a bad frame here.
+pub fn check_frame(
+    identity: &[u8; 16],
+    bytes: &[u8],
+    max_payload: u32,
+) -> Result<FrameHeader, CorruptionKind> {
+    let h: &[u8; FRAME_HDR] = bytes
+        .get(..FRAME_HDR)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(CorruptionKind::Truncated)?;
+    let header = match decode_frame_header(identity, h, max_payload) {
+        Ok(header) => header,
+        Err(FrameHeaderError::Zero) => return Err(CorruptionKind::BadFrame("zero frame")),
+        Err(FrameHeaderError::Invalid(k)) => return Err(k.into()),
+    };
+    let end = FRAME_HDR + header.payload_len as usize;
+    let payload = bytes.get(FRAME_HDR..end).ok_or(CorruptionKind::Truncated)?;
+    check_payload(identity, h, &header, payload)?;
+    Ok(header)
+}
+
 fn le_u32(b: &[u8]) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[..4]);

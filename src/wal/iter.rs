@@ -23,6 +23,20 @@ pub struct WalIter {
     salvage: bool,
     pending_error: Option<Error>,
     done: bool,
+    /// The records of a log on object storage, which reads its own way.
+    remote: Option<RemoteIter>,
+}
+
+/// The item type both kinds of iteration yield.
+pub(crate) type Item = Result<(RecordHandle, Vec<u8>)>;
+
+/// An iterator over a log that is not a directory of segment files.
+pub(crate) struct RemoteIter(pub(crate) Box<dyn Iterator<Item = Item> + Send>);
+
+impl std::fmt::Debug for RemoteIter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemoteIter")
+    }
 }
 
 #[derive(Debug)]
@@ -64,6 +78,7 @@ impl WalIter {
             salvage,
             pending_error,
             done: false,
+            remote: None,
         }
     }
 
@@ -76,7 +91,16 @@ impl WalIter {
             salvage: false,
             pending_error: Some(err),
             done: false,
+            remote: None,
         }
+    }
+
+    #[cfg(feature = "object-store")]
+    pub(crate) fn remote(inner: RemoteIter) -> Self {
+        let mut it = WalIter::failed(Error::Poisoned);
+        it.pending_error = None;
+        it.remote = Some(inner);
+        it
     }
 
     fn fail(&mut self, err: Error) -> Option<Result<(RecordHandle, Vec<u8>)>> {
@@ -89,6 +113,9 @@ impl Iterator for WalIter {
     type Item = Result<(RecordHandle, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(r) = self.remote.as_mut() {
+            return r.0.next();
+        }
         if let Some(e) = self.pending_error.take() {
             return self.fail(e);
         }

@@ -11,6 +11,7 @@ mod commit;
 pub mod format;
 mod inspect;
 mod iter;
+mod log;
 mod options;
 mod reader;
 mod recover;
@@ -20,10 +21,12 @@ mod writer;
 
 pub use inspect::{LogScan, SegmentScan, scan_log};
 pub use iter::WalIter;
+#[cfg(feature = "object-store")]
+pub(crate) use iter::{Item as IterItem, RemoteIter};
+pub use log::Wal;
 pub use options::{
     Problem, RecordHandle, RecoveryMode, RecoveryReport, SyncPolicy, WalOptions, WalStats,
 };
 pub use segment::{SEGMENT_SUFFIX, segment_file_name};
-pub use writer::Wal;
 #[cfg(feature = "object-store")]
 pub(crate) use writer::new_log_id as random_id;

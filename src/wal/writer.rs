@@ -12,7 +12,7 @@ use super::segment::create_segment;
 use super::spare::SpareMaker;
 use crate::error::{Error, Result};
 use crate::limits::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
-use crate::storage::{DirLock, StdStorage, Storage};
+use crate::storage::{DirLock, Storage};
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -21,32 +21,10 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// A segmented, checksummed write-ahead log over one directory.
-///
-/// `Wal` is `Send + Sync`: share it (e.g. in an `Arc`) and append from many
-/// threads; concurrent appends are group-committed. The directory is locked
-/// exclusively while the `Wal` lives.
-///
-/// # Example
-///
-/// ```
-/// use streamwal::{Wal, WalOptions};
-/// # fn main() -> streamwal::Result<()> {
-/// # let tmp = tempfile::tempdir().unwrap();
-/// # let dir = tmp.path().join("wal");
-/// let wal = Wal::open(&dir, WalOptions::default())?;
-/// let handle = wal.append(b"block 1")?; // durable when this returns
-/// assert_eq!(wal.read(&handle)?, b"block 1");
-/// drop(wal);
-///
-/// let wal = Wal::open(&dir, WalOptions::default())?;
-/// let records: Vec<_> = wal.iter().collect::<Result<_, _>>()?;
-/// assert_eq!(records[0].1, b"block 1");
-/// # Ok(())
-/// # }
-/// ```
+/// The log over a directory of segment files: the backend of [`Wal`]
+/// for local storage.
 #[derive(Debug)]
-pub struct Wal {
+pub(crate) struct FileWal {
     shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
 }
@@ -85,7 +63,7 @@ pub(super) struct Counters {
     pub(super) segments_removed: AtomicU64,
 }
 
-fn now_millis() -> u64 {
+pub(crate) fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -106,38 +84,12 @@ pub(crate) fn new_log_id() -> u64 {
     h.finish()
 }
 
-impl Wal {
-    /// Open (or create) the log in `dir` on the real file system, recovering
-    /// whatever a crash left. See [`Wal::open_with_storage`].
-    ///
-    /// # Errors
-    /// As [`Wal::open_with_storage`].
-    pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
-        Wal::open_with_storage(Arc::new(StdStorage::new()), dir, opts)
-    }
-
-    /// Open (or create) the log in `dir` on `storage`.
-    ///
-    /// Creates the directory if needed (and fsyncs its parent), takes the
-    /// directory's exclusive lock, fsyncs the directory and every segment (so
-    /// nothing a crashed predecessor left in the page cache is trusted before
-    /// it is durable), checks every segment header, record checksum, LSN and
-    /// segment link, and repairs a torn tail of the last segment by zeroing
-    /// it and syncing. It then writes the last segment's unproven last write
-    /// (records no later frame proves durable) again with the same bytes and
-    /// syncs, so a predecessor's failed fsync cannot leave records that look
-    /// durable but are not. What it found is in [`Wal::recovery_report`].
-    ///
-    /// # Errors
-    /// - [`Error::Locked`] at once if another `Wal` holds the directory.
-    /// - [`Error::Corruption`] for damage that is not a torn tail (strict mode).
-    /// - [`Error::InvalidOptions`] for out-of-range options.
-    /// - [`Error::Io`] if the file system fails.
-    pub fn open_with_storage(
+impl FileWal {
+    pub(crate) fn open_with_storage(
         storage: Arc<dyn Storage>,
         dir: impl AsRef<Path>,
         opts: WalOptions,
-    ) -> Result<Wal> {
+    ) -> Result<FileWal> {
         opts.validate()?;
         let started = Instant::now();
         let dir = dir.as_ref().to_path_buf();
@@ -269,32 +221,10 @@ impl Wal {
             }
             _ => None,
         };
-        Ok(Wal { shared, flusher })
+        Ok(FileWal { shared, flusher })
     }
 
-    /// Append one record, stamped with the current wall-clock time in
-    /// milliseconds since the Unix epoch (see [`Wal::append_at`]).
-    ///
-    /// Under [`SyncPolicy::Always`] this returns only once the record is
-    /// durable; under the other policies once it is written to the operating
-    /// system. Safe to call from many threads: concurrent appends share syncs.
-    ///
-    /// # Errors
-    /// [`Error::TooLarge`] if the payload exceeds `max_record_bytes`;
-    /// [`Error::Poisoned`] after an earlier failed write or sync;
-    /// [`Error::Io`] if this append's write or sync failed (the log is then
-    /// poisoned, and the record's fate is unknown until reopen);
-    /// [`Error::ReadOnly`] in salvage mode.
-    pub fn append(&self, payload: &[u8]) -> Result<RecordHandle> {
-        self.append_at(payload, now_millis())
-    }
-
-    /// Append one record with a caller-supplied `time` (e.g. the batch time
-    /// in ms), which [`Wal::purge_before_time`] compares against.
-    ///
-    /// # Errors
-    /// As [`Wal::append`].
-    pub fn append_at(&self, payload: &[u8], time: u64) -> Result<RecordHandle> {
+    pub(crate) fn append_at(&self, payload: &[u8], time: u64) -> Result<RecordHandle> {
         let s = &*self.shared;
         s.check_len(payload.len())?;
         let mut st = s.lock_writable()?;
@@ -303,27 +233,7 @@ impl Wal {
         Ok(handle)
     }
 
-    /// Append several records as one unit of waiting: their LSNs are
-    /// consecutive, and under [`SyncPolicy::Always`] they become durable with
-    /// one sync (more if they exceed `max_batch_bytes` or cross into a new
-    /// segment). All records are
-    /// stamped with the current time.
-    ///
-    /// Not atomic across a crash: after a crash, a prefix of the batch may
-    /// survive (as with separate appends), never a record out of order.
-    ///
-    /// # Errors
-    /// As [`Wal::append`]; a payload that is too large fails the whole call
-    /// before anything is written.
-    pub fn append_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Vec<RecordHandle>> {
-        self.append_batch_at(payloads, now_millis())
-    }
-
-    /// [`Wal::append_batch`] with a caller-supplied time for every record.
-    ///
-    /// # Errors
-    /// As [`Wal::append_batch`].
-    pub fn append_batch_at<P: AsRef<[u8]>>(
+    pub(crate) fn append_batch_at<P: AsRef<[u8]>>(
         &self,
         payloads: &[P],
         time: u64,
@@ -348,43 +258,22 @@ impl Wal {
         Ok(handles)
     }
 
-    /// Make every record appended so far durable (`fdatasync`). Under
-    /// [`SyncPolicy::Always`] there is nothing left to do and it returns at once.
-    ///
-    /// # Errors
-    /// [`Error::Poisoned`], [`Error::Io`] (which poisons the log), [`Error::ReadOnly`].
-    pub fn sync(&self) -> Result<()> {
+    pub(crate) fn sync(&self) -> Result<()> {
         self.shared.sync()
     }
 
-    /// Sync, then close the log, releasing the directory lock. Dropping a
-    /// `Wal` closes it too but cannot report a failed sync.
-    ///
-    /// # Errors
-    /// As [`Wal::sync`]; a read-only log closes without syncing.
-    pub fn close(self) -> Result<()> {
+    pub(crate) fn close(self) -> Result<()> {
         if self.shared.read_only {
             return Ok(());
         }
         self.shared.sync()
     }
 
-    /// Read the record `handle` names, checking its checksums and that it is
-    /// the record the handle says (LSN and length).
-    ///
-    /// Costs one positional read of the frame; allocates the payload.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] if the handle's segment was removed by retention or
-    /// the handle points past what this log holds; [`Error::Corruption`] if
-    /// the bytes there fail their checks or are another record; [`Error::Io`].
-    pub fn read(&self, handle: &RecordHandle) -> Result<Vec<u8>> {
+    pub(crate) fn read(&self, handle: &RecordHandle) -> Result<Vec<u8>> {
         self.shared.read(handle)
     }
 
-    /// Iterate over every record in the log, in LSN order, from the oldest
-    /// retained. The iterator sees the records written when it was created.
-    pub fn iter(&self) -> WalIter {
+    pub(crate) fn iter(&self) -> WalIter {
         let first = {
             match self.shared.state.lock() {
                 Ok(st) => st
@@ -397,10 +286,7 @@ impl Wal {
         self.iter_from(first)
     }
 
-    /// Iterate in LSN order from record `lsn` (the first item is `lsn` itself
-    /// if it exists). If `lsn` was already removed by retention, the first
-    /// item is [`Error::NotFound`].
-    pub fn iter_from(&self, lsn: u64) -> WalIter {
+    pub(crate) fn iter_from(&self, lsn: u64) -> WalIter {
         let s = &*self.shared;
         let st = match s.state.lock() {
             Ok(st) => st,
@@ -410,56 +296,35 @@ impl Wal {
         WalIter::new(segs, lsn, st.written_lsn, s.read_only)
     }
 
-    /// Delete every sealed segment whose records all have LSNs below `lsn`,
-    /// oldest first, fsyncing the directory after each delete. The segment
-    /// being written is never deleted. Call it once a durable checkpoint
-    /// covers everything before `lsn`. Returns how many segments were deleted.
-    ///
-    /// # Errors
-    /// [`Error::Io`] if a delete or directory sync fails (segments deleted
-    /// before it stay deleted; a retry finishes the job); [`Error::Poisoned`];
-    /// [`Error::ReadOnly`].
-    pub fn purge_before_lsn(&self, lsn: u64) -> Result<usize> {
+    pub(crate) fn purge_before_lsn(&self, lsn: u64) -> Result<usize> {
         self.shared.purge(|seg| seg.next_lsn() <= lsn)
     }
 
-    /// Delete every sealed segment, oldest first and stopping at the first
-    /// that does not qualify, whose records all have a time below `time`
-    /// (Spark's `clean(threshTime)`). As [`Wal::purge_before_lsn`] otherwise.
-    ///
-    /// # Errors
-    /// As [`Wal::purge_before_lsn`].
-    pub fn purge_before_time(&self, time: u64) -> Result<usize> {
+    pub(crate) fn purge_before_time(&self, time: u64) -> Result<usize> {
         self.shared.purge(|seg| seg.max_time < time)
     }
 
-    /// LSN of the oldest retained record, or `None` if the log has none.
-    pub fn first_lsn(&self) -> Option<u64> {
+    pub(crate) fn first_lsn(&self) -> Option<u64> {
         let st = self.shared.state.lock().ok()?;
         let first = st.segments.first_key_value()?.1.header.first_lsn;
         (first <= st.written_lsn).then_some(first)
     }
 
-    /// LSN of the newest written record, or `None` if the log has none.
-    pub fn last_lsn(&self) -> Option<u64> {
+    pub(crate) fn last_lsn(&self) -> Option<u64> {
         let st = self.shared.state.lock().ok()?;
         let first = st.segments.first_key_value()?.1.header.first_lsn;
         (first <= st.written_lsn).then_some(st.written_lsn)
     }
 
-    /// The LSN the next append will get: one past the newest record ever
-    /// written, whether or not retention has deleted it since.
-    pub fn next_lsn(&self) -> u64 {
+    pub(crate) fn next_lsn(&self) -> u64 {
         self.shared.state.lock().map_or(0, |st| st.written_lsn + 1)
     }
 
-    /// What opening the log found and did.
-    pub fn recovery_report(&self) -> &RecoveryReport {
+    pub(crate) fn recovery_report(&self) -> &RecoveryReport {
         &self.shared.report
     }
 
-    /// Counters of the log's work since it was opened.
-    pub fn stats(&self) -> WalStats {
+    pub(crate) fn stats(&self) -> WalStats {
         let c = &self.shared.counters;
         WalStats {
             records_appended: c.records.load(Ordering::Relaxed),
@@ -472,18 +337,16 @@ impl Wal {
         }
     }
 
-    /// The log's directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.shared.dir
     }
 
-    /// True once a failed write or sync has poisoned the log.
-    pub fn is_poisoned(&self) -> bool {
+    pub(crate) fn is_poisoned(&self) -> bool {
         self.shared.state.lock().map_or(true, |st| st.poisoned)
     }
 }
 
-impl Drop for Wal {
+impl Drop for FileWal {
     fn drop(&mut self) {
         if let Ok(mut stop) = self.shared.stop.lock() {
             *stop = true;
@@ -562,25 +425,11 @@ impl Shared {
         if !whole {
             return Err(corrupt(crate::error::CorruptionKind::Truncated));
         }
-        let identity = header.identity();
-        let hb: [u8; FRAME_HEADER_BYTES as usize] =
-            buf[..FRAME_HEADER_BYTES as usize]
-                .try_into()
-                .map_err(|_| corrupt(crate::error::CorruptionKind::Truncated))?;
-        let fh = match super::format::decode_frame_header(&identity, &hb, header.max_record_bytes) {
-            Ok(fh) => fh,
-            Err(super::format::FrameHeaderError::Zero) => {
-                return Err(corrupt(crate::error::CorruptionKind::BadFrame(
-                    "zero frame",
-                )));
-            }
-            Err(super::format::FrameHeaderError::Invalid(k)) => return Err(corrupt(k.into())),
-        };
+        let fh = super::format::check_frame(&header.identity(), &buf, header.max_record_bytes)
+            .map_err(corrupt)?;
         if fh.lsn != h.lsn || fh.payload_len != h.len {
             return Err(corrupt(crate::error::CorruptionKind::HandleMismatch));
         }
-        super::format::check_payload(&identity, &hb, &fh, &buf[FRAME_HEADER_BYTES as usize..])
-            .map_err(corrupt)?;
         buf.drain(..FRAME_HEADER_BYTES as usize);
         Ok(buf)
     }

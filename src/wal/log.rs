@@ -1,0 +1,305 @@
+//! The public log handle: one type over two backends, a directory of segment
+//! files (`writer`) and, with the `object-store` feature, a prefix in an
+//! object store ([`crate::object`]).
+
+use super::iter::WalIter;
+use super::options::{RecordHandle, RecoveryReport, WalOptions, WalStats};
+use super::writer::{FileWal, now_millis};
+use crate::error::Result;
+use crate::storage::{StdStorage, Storage};
+use std::path::Path;
+use std::sync::Arc;
+
+/// A segmented, checksummed write-ahead log over one directory.
+///
+/// `Wal` is `Send + Sync`: share it (e.g. in an `Arc`) and append from many
+/// threads; concurrent appends are group-committed. The directory is locked
+/// exclusively while the `Wal` lives.
+///
+/// # Example
+///
+/// ```
+/// use streamwal::{Wal, WalOptions};
+/// # fn main() -> streamwal::Result<()> {
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let dir = tmp.path().join("wal");
+/// let wal = Wal::open(&dir, WalOptions::default())?;
+/// let handle = wal.append(b"block 1")?; // durable when this returns
+/// assert_eq!(wal.read(&handle)?, b"block 1");
+/// drop(wal);
+///
+/// let wal = Wal::open(&dir, WalOptions::default())?;
+/// let records: Vec<_> = wal.iter().collect::<Result<_, _>>()?;
+/// assert_eq!(records[0].1, b"block 1");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Wal {
+    backend: Backend,
+}
+
+#[derive(Debug)]
+enum Backend {
+    File(FileWal),
+    #[cfg(feature = "object-store")]
+    Object(Box<crate::object::ObjectLog>),
+}
+
+/// Forward a call to whichever backend the log has.
+macro_rules! each {
+    ($self:ident, $w:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::File($w) => $call,
+            #[cfg(feature = "object-store")]
+            Backend::Object($w) => $call,
+        }
+    };
+}
+
+impl Wal {
+    /// Open (or create) the log in `dir` on the real file system, recovering
+    /// whatever a crash left. See [`Wal::open_with_storage`].
+    ///
+    /// # Errors
+    /// As [`Wal::open_with_storage`].
+    pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
+        Wal::open_with_storage(Arc::new(StdStorage::new()), dir, opts)
+    }
+
+    /// Open (or create) the log in `dir` on `storage`.
+    ///
+    /// Creates the directory if needed (and fsyncs its parent), takes the
+    /// directory's exclusive lock, fsyncs the directory and every segment (so
+    /// nothing a crashed predecessor left in the page cache is trusted before
+    /// it is durable), checks every segment header, record checksum, LSN and
+    /// segment link, and repairs a torn tail of the last segment by zeroing
+    /// it and syncing. It then writes the last segment's unproven last write
+    /// (records no later frame proves durable) again with the same bytes and
+    /// syncs, so a predecessor's failed fsync cannot leave records that look
+    /// durable but are not. What it found is in [`Wal::recovery_report`].
+    ///
+    /// # Errors
+    /// - [`Error::Locked`] at once if another `Wal` holds the directory.
+    /// - [`Error::Corruption`] for damage that is not a torn tail (strict mode).
+    /// - [`Error::InvalidOptions`] for out-of-range options.
+    /// - [`Error::Io`] if the file system fails.
+    pub fn open_with_storage(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        opts: WalOptions,
+    ) -> Result<Wal> {
+        FileWal::open_with_storage(storage, dir, opts).map(|w| Wal {
+            backend: Backend::File(w),
+        })
+    }
+
+    /// Open (or create) the log at an object-storage URL (`s3://bucket/prefix`,
+    /// `memory:///prefix`; see [`crate::object::ObjectLocation::parse`]).
+    /// See [`Wal::open_at`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`](crate::Error::InvalidUrl), and as [`Wal::open_at`].
+    #[cfg(feature = "object-store")]
+    pub fn open_url(url: &str, opts: WalOptions) -> Result<Wal> {
+        Wal::open_at(crate::object::ObjectLocation::parse(url)?, opts)
+    }
+
+    /// Open (or create) the log on object storage at `location` (cargo
+    /// feature `object-store`). The log is a chain of immutable objects,
+    /// one per group-commit batch (layout in [`crate::object`]):
+    /// `append` returns once the PUT holding its record returned, and
+    /// concurrent appenders share one PUT as they share one `fdatasync` on
+    /// disk. Reads by handle are ranged GETs; iteration reads whole objects.
+    ///
+    /// Opening lists the location, reads and checks every object (headers,
+    /// checksums, the LSN chain; a missing object in the chain is
+    /// corruption, since object storage has no torn writes), then, unless
+    /// read-only, *claims* the log: it stores an empty object at the next
+    /// sequence number with a conditional PUT. From then on a writer that
+    /// opened the log earlier fails its next append with
+    /// [`Error::LogTakenOver`](crate::Error::LogTakenOver) and is poisoned, so a partitioned
+    /// old driver cannot add to what the new one recovered. Nothing locks
+    /// the location otherwise: the latest opener wins.
+    ///
+    /// Options: `sync_policy` must be [`crate::SyncPolicy::Always`];
+    /// `max_batch_bytes` bounds an object; `max_record_bytes` as on disk;
+    /// `segment_bytes`, `preallocate` and `prepare_ahead` do not apply;
+    /// [`crate::RecoveryMode::Salvage`] opens read-only without claiming,
+    /// skips damaged objects and lists them as problems. The object-level
+    /// statistics: `batches` and `data_syncs` count PUTs, `segments_*`
+    /// count objects.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`](crate::Error::InvalidOptions) for out-of-range options or another sync
+    /// policy; [`Error::Corruption`](crate::Error::Corruption) naming the object and offset for
+    /// damage; [`Error::Remote`](crate::Error::Remote) when a request fails;
+    /// [`Error::LogTakenOver`](crate::Error::LogTakenOver) if other writers kept claiming first.
+    #[cfg(feature = "object-store")]
+    pub fn open_at(location: crate::object::ObjectLocation, opts: WalOptions) -> Result<Wal> {
+        crate::object::ObjectLog::open(location, opts).map(|w| Wal {
+            backend: Backend::Object(Box::new(w)),
+        })
+    }
+
+    /// Append one record, stamped with the current wall-clock time in
+    /// milliseconds since the Unix epoch (see [`Wal::append_at`]).
+    ///
+    /// Under [`SyncPolicy::Always`] this returns only once the record is
+    /// durable; under the other policies once it is written to the operating
+    /// system. Safe to call from many threads: concurrent appends share syncs.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] if the payload exceeds `max_record_bytes`;
+    /// [`Error::Poisoned`] after an earlier failed write or sync;
+    /// [`Error::Io`] if this append's write or sync failed (the log is then
+    /// poisoned, and the record's fate is unknown until reopen);
+    /// [`Error::ReadOnly`] in salvage mode.
+    pub fn append(&self, payload: &[u8]) -> Result<RecordHandle> {
+        self.append_at(payload, now_millis())
+    }
+
+    /// Append one record with a caller-supplied `time` (e.g. the batch time
+    /// in ms), which [`Wal::purge_before_time`] compares against.
+    ///
+    /// # Errors
+    /// As [`Wal::append`].
+    pub fn append_at(&self, payload: &[u8], time: u64) -> Result<RecordHandle> {
+        each!(self, w => w.append_at(payload, time))
+    }
+
+    /// Append several records as one unit of waiting: their LSNs are
+    /// consecutive, and under [`SyncPolicy::Always`] they become durable with
+    /// one sync (more if they exceed `max_batch_bytes` or cross into a new
+    /// segment). All records are
+    /// stamped with the current time.
+    ///
+    /// Not atomic across a crash: after a crash, a prefix of the batch may
+    /// survive (as with separate appends), never a record out of order.
+    ///
+    /// # Errors
+    /// As [`Wal::append`]; a payload that is too large fails the whole call
+    /// before anything is written.
+    pub fn append_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Vec<RecordHandle>> {
+        self.append_batch_at(payloads, now_millis())
+    }
+
+    /// [`Wal::append_batch`] with a caller-supplied time for every record.
+    ///
+    /// # Errors
+    /// As [`Wal::append_batch`].
+    pub fn append_batch_at<P: AsRef<[u8]>>(
+        &self,
+        payloads: &[P],
+        time: u64,
+    ) -> Result<Vec<RecordHandle>> {
+        each!(self, w => w.append_batch_at(payloads, time))
+    }
+
+    /// Make every record appended so far durable (`fdatasync`). Under
+    /// [`SyncPolicy::Always`] there is nothing left to do and it returns at once.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`], [`Error::Io`] (which poisons the log), [`Error::ReadOnly`].
+    pub fn sync(&self) -> Result<()> {
+        each!(self, w => w.sync())
+    }
+
+    /// Sync, then close the log, releasing the directory lock. Dropping a
+    /// `Wal` closes it too but cannot report a failed sync.
+    ///
+    /// # Errors
+    /// As [`Wal::sync`]; a read-only log closes without syncing.
+    pub fn close(self) -> Result<()> {
+        match self.backend {
+            Backend::File(w) => w.close(),
+            #[cfg(feature = "object-store")]
+            Backend::Object(w) => (*w).close(),
+        }
+    }
+
+    /// Read the record `handle` names, checking its checksums and that it is
+    /// the record the handle says (LSN and length).
+    ///
+    /// Costs one positional read of the frame; allocates the payload.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if the handle's segment was removed by retention or
+    /// the handle points past what this log holds; [`Error::Corruption`] if
+    /// the bytes there fail their checks or are another record; [`Error::Io`].
+    pub fn read(&self, handle: &RecordHandle) -> Result<Vec<u8>> {
+        each!(self, w => w.read(handle))
+    }
+
+    /// Iterate over every record in the log, in LSN order, from the oldest
+    /// retained. The iterator sees the records written when it was created.
+    pub fn iter(&self) -> WalIter {
+        each!(self, w => w.iter())
+    }
+
+    /// Iterate in LSN order from record `lsn` (the first item is `lsn` itself
+    /// if it exists). If `lsn` was already removed by retention, the first
+    /// item is [`Error::NotFound`].
+    pub fn iter_from(&self, lsn: u64) -> WalIter {
+        each!(self, w => w.iter_from(lsn))
+    }
+
+    /// Delete every sealed segment whose records all have LSNs below `lsn`,
+    /// oldest first, fsyncing the directory after each delete. The segment
+    /// being written is never deleted. Call it once a durable checkpoint
+    /// covers everything before `lsn`. Returns how many segments were deleted.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a delete or directory sync fails (segments deleted
+    /// before it stay deleted; a retry finishes the job); [`Error::Poisoned`];
+    /// [`Error::ReadOnly`].
+    pub fn purge_before_lsn(&self, lsn: u64) -> Result<usize> {
+        each!(self, w => w.purge_before_lsn(lsn))
+    }
+
+    /// Delete every sealed segment, oldest first and stopping at the first
+    /// that does not qualify, whose records all have a time below `time`
+    /// (Spark's `clean(threshTime)`). As [`Wal::purge_before_lsn`] otherwise.
+    ///
+    /// # Errors
+    /// As [`Wal::purge_before_lsn`].
+    pub fn purge_before_time(&self, time: u64) -> Result<usize> {
+        each!(self, w => w.purge_before_time(time))
+    }
+
+    /// LSN of the oldest retained record, or `None` if the log has none.
+    pub fn first_lsn(&self) -> Option<u64> {
+        each!(self, w => w.first_lsn())
+    }
+
+    /// LSN of the newest written record, or `None` if the log has none.
+    pub fn last_lsn(&self) -> Option<u64> {
+        each!(self, w => w.last_lsn())
+    }
+
+    /// The LSN the next append will get: one past the newest record ever
+    /// written, whether or not retention has deleted it since.
+    pub fn next_lsn(&self) -> u64 {
+        each!(self, w => w.next_lsn())
+    }
+
+    /// What opening the log found and did.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        each!(self, w => w.recovery_report())
+    }
+
+    /// Counters of the log's work since it was opened.
+    pub fn stats(&self) -> WalStats {
+        each!(self, w => w.stats())
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        each!(self, w => w.dir())
+    }
+
+    /// True once a failed write or sync has poisoned the log.
+    pub fn is_poisoned(&self) -> bool {
+        each!(self, w => w.is_poisoned())
+    }
+}
