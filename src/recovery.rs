@@ -207,6 +207,116 @@ where
         checkpoint_dir,
         opts.checkpoints.clone(),
     )?;
+    let journal_opts = opts.journal.clone();
+    let receiver_opts = opts.receiver_log.clone();
+    let journal_storage = storage.clone();
+    assemble(
+        store,
+        |snapshot| {
+            BlockTracker::open_with_storage(
+                journal_storage,
+                checkpoint_dir.join(JOURNAL_DIR_NAME),
+                snapshot,
+                journal_opts,
+            )
+        },
+        || Wal::open_with_storage(storage, receiver_dir.as_ref(), receiver_opts),
+        &opts,
+        now_ms,
+        create,
+        started,
+    )
+}
+
+/// Name of the receiver log's location below a context's URL.
+#[cfg(feature = "object-store")]
+pub const RECEIVER_LOG_NAME: &str = "receiver";
+
+/// [`get_or_create`] with everything on object storage, at `url`
+/// (`s3://bucket/prefix`; see [`crate::object::ObjectLocation::parse`]).
+/// See [`get_or_create_at`].
+///
+/// # Errors
+/// [`Error::InvalidUrl`], and as [`get_or_create_at`].
+#[cfg(feature = "object-store")]
+pub fn get_or_create_url<G, F>(
+    url: &str,
+    opts: ContextOptions,
+    now_ms: u64,
+    create: F,
+) -> Result<StreamingContext<G>>
+where
+    G: DeserializeOwned,
+    F: FnOnce() -> G,
+{
+    get_or_create_at(
+        crate::object::ObjectLocation::parse(url)?,
+        opts,
+        now_ms,
+        create,
+    )
+}
+
+/// Open or recover a streaming context kept on object storage (cargo
+/// feature `object-store`), as [`get_or_create_with_storage`] does on a
+/// file system, so that a driver restarted on any machine recovers it.
+/// Below `location`: the checkpoints ([`CheckpointStore::open_at`]), the
+/// journal in `journal/` and the receiver log in `receiver/` (both
+/// [`Wal::open_at`]).
+///
+/// Opening takes the location over: the checkpoint store takes a new epoch
+/// and the two logs are claimed, so a driver that opened it before is
+/// fenced (its checkpoints stop counting, its appends fail with
+/// [`Error::LogTakenOver`]). The journal and the receiver log must use
+/// [`crate::SyncPolicy::Always`] (the default).
+///
+/// # Errors
+/// As [`get_or_create_with_storage`], with [`Error::Remote`] for failed
+/// requests and [`Error::TakeoverInProgress`] if another driver is half-way
+/// through taking the checkpoints over.
+#[cfg(feature = "object-store")]
+pub fn get_or_create_at<G, F>(
+    location: crate::object::ObjectLocation,
+    opts: ContextOptions,
+    now_ms: u64,
+    create: F,
+) -> Result<StreamingContext<G>>
+where
+    G: DeserializeOwned,
+    F: FnOnce() -> G,
+{
+    let started = Instant::now();
+    let journal = location.child(JOURNAL_DIR_NAME)?;
+    let receiver = location.child(RECEIVER_LOG_NAME)?;
+    let store = CheckpointStore::open_at(location, opts.checkpoints.clone())?;
+    let journal_opts = opts.journal.clone();
+    let receiver_opts = opts.receiver_log.clone();
+    assemble(
+        store,
+        |snapshot| BlockTracker::open_with_log(Wal::open_at(journal, journal_opts)?, snapshot),
+        || Wal::open_at(receiver, receiver_opts),
+        &opts,
+        now_ms,
+        create,
+        started,
+    )
+}
+
+/// The recovery itself, over a store and two logs opened by the caller's
+/// closures (the tracker needs the checkpoint's snapshot first).
+fn assemble<G, F>(
+    store: CheckpointStore,
+    open_tracker: impl FnOnce(Option<(crate::tracker::TrackerState, u64)>) -> Result<BlockTracker>,
+    open_receiver: impl FnOnce() -> Result<Wal>,
+    opts: &ContextOptions,
+    now_ms: u64,
+    create: F,
+    started: Instant,
+) -> Result<StreamingContext<G>>
+where
+    G: DeserializeOwned,
+    F: FnOnce() -> G,
+{
     let latest = store.latest::<G>()?;
     let (checkpoint_used, checkpoint) = match latest.checkpoint {
         Some((path, c)) => (Some(path), Some(c)),
@@ -215,21 +325,15 @@ where
     let snapshot = checkpoint
         .as_ref()
         .map(|c| (c.tracker.clone(), c.journal_lsn));
-    let tracker = BlockTracker::open_with_storage(
-        storage.clone(),
-        checkpoint_dir.join(JOURNAL_DIR_NAME),
-        snapshot,
-        opts.journal.clone(),
-    )?;
-    let receiver_log =
-        Wal::open_with_storage(storage, receiver_dir.as_ref(), opts.receiver_log.clone())?;
+    let tracker = open_tracker(snapshot)?;
+    let receiver_log = open_receiver()?;
     let (state, journal_lsn) = tracker.snapshot()?;
     // Every acknowledged block must still be in the receiver log: a log whose
     // newest segments vanished cannot tell by itself.
     let receiver_last = receiver_log.next_lsn().saturating_sub(1);
     if state.last_block_lsn > receiver_last {
         return Err(Error::corruption(
-            receiver_dir.as_ref(),
+            receiver_log.dir(),
             0,
             CorruptionKind::LogTooShort {
                 needed: state.last_block_lsn,

@@ -131,6 +131,20 @@ pub struct CheckpointStore {
     dir: PathBuf,
     keep: usize,
     write_lock: Mutex<()>,
+    /// Set for a store on object storage: every method goes there, and the
+    /// fields above are not used (`dir` names the location).
+    #[cfg(feature = "object-store")]
+    remote: Option<Box<crate::object::ObjectCheckpointStore>>,
+}
+
+/// Answer from the object-storage store, if this is one.
+macro_rules! remote {
+    ($self:ident, $r:ident => $call:expr) => {
+        #[cfg(feature = "object-store")]
+        if let Some($r) = &$self.remote {
+            return $call;
+        }
+    };
 }
 
 impl CheckpointStore {
@@ -176,7 +190,42 @@ impl CheckpointStore {
             dir,
             keep: opts.keep,
             write_lock: Mutex::new(()),
+            #[cfg(feature = "object-store")]
+            remote: None,
         })
+    }
+
+    /// The store on object storage at `location` (cargo feature
+    /// `object-store`): an [`ObjectCheckpointStore`](crate::object::ObjectCheckpointStore)
+    /// behind this type, so that [`crate::recovery`] and
+    /// [`super::CheckpointWriter`] work on it unchanged. Opening takes a new
+    /// epoch and fences the stores opened before (see [`crate::object`]);
+    /// `dir` is the location's URL; `latest` lists no ignored files and
+    /// skips damaged objects as it skips damaged files.
+    ///
+    /// # Errors
+    /// As [`ObjectCheckpointStore::open_at`](crate::object::ObjectCheckpointStore::open_at).
+    #[cfg(feature = "object-store")]
+    pub fn open_at(
+        location: crate::object::ObjectLocation,
+        opts: CheckpointOptions,
+    ) -> Result<CheckpointStore> {
+        let dir = PathBuf::from(location.url());
+        let keep = opts.keep;
+        let remote = crate::object::ObjectCheckpointStore::open_at(location, opts)?;
+        Ok(CheckpointStore {
+            storage: Arc::new(StdStorage::new()),
+            dir,
+            keep,
+            write_lock: Mutex::new(()),
+            remote: Some(Box::new(remote)),
+        })
+    }
+
+    /// The object-storage store behind this one, if it is on object storage.
+    #[cfg(feature = "object-store")]
+    pub fn object_store(&self) -> Option<&crate::object::ObjectCheckpointStore> {
+        self.remote.as_deref()
     }
 
     /// The store's directory.
@@ -229,6 +278,7 @@ impl CheckpointStore {
     /// but may not survive a power loss. The store is not poisoned: each
     /// write proves its own durability with its own syncs.
     pub fn write_encoded(&self, ckpt: &EncodedCheckpoint) -> Result<PathBuf> {
+        remote!(self, r => r.write_encoded(ckpt));
         let _serial = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let name = checkpoint_file_name(ckpt.batch_time);
         let path = self.dir.join(&name);
@@ -284,6 +334,7 @@ impl CheckpointStore {
     /// # Errors
     /// [`Error::Io`] if the directory cannot be listed.
     pub fn list(&self) -> Result<Vec<(u64, PathBuf)>> {
+        remote!(self, r => r.list_paths());
         Ok(self.scan()?.0)
     }
 
@@ -322,6 +373,18 @@ impl CheckpointStore {
     /// [`Error::Io`] if the directory cannot be listed. Problems with one
     /// file are never errors: they are in `skipped`.
     pub fn latest<G: DeserializeOwned>(&self) -> Result<LatestCheckpoint<G>> {
+        remote!(self, r => r.latest().map(|l| LatestCheckpoint {
+            checkpoint: l.checkpoint,
+            skipped: l
+                .skipped
+                .into_iter()
+                .map(|s| SkippedCheckpoint {
+                    file: s.object,
+                    reason: s.reason,
+                })
+                .collect(),
+            ignored_files: Vec::new(),
+        }));
         let (files, ignored_files) = self.scan()?;
         let mut skipped = Vec::new();
         for (time, path) in files {
@@ -352,6 +415,7 @@ impl CheckpointStore {
     /// [`Error::Io`] if the directory cannot be listed. A file whose header
     /// cannot be read or checked is left out (recovery cannot use it either).
     pub fn journal_floor(&self) -> Result<Option<u64>> {
+        remote!(self, r => r.journal_floor());
         let (files, _) = self.scan()?;
         Ok(files
             .iter()

@@ -523,6 +523,16 @@ impl ObjectCheckpointStore {
         Ok(self.settled_verdict()?.counting)
     }
 
+    /// [`ObjectCheckpointStore::list`] with each checkpoint's object named
+    /// as [`crate::checkpoint::CheckpointStore::list`] names files.
+    pub(crate) fn list_paths(&self) -> Result<Vec<(u64, PathBuf)>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .map(|(t, e)| (t, self.loc.display(&checkpoint_name(t, e))))
+            .collect())
+    }
+
     /// The newest counting checkpoint that passes every check, trying from
     /// the newest batch time down; damaged, undecodable or unreadable ones
     /// are skipped and listed. If one vanishes between the listing and the

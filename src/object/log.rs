@@ -740,6 +740,10 @@ impl ObjectLog {
         &self.display
     }
 
+    pub(crate) fn sync_policy(&self) -> SyncPolicy {
+        self.opts.sync_policy
+    }
+
     pub(crate) fn is_poisoned(&self) -> bool {
         self.state.lock().map_or(true, |st| st.poisoned)
     }

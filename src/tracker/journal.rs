@@ -82,7 +82,6 @@ impl BlockTracker {
         opts: WalOptions,
     ) -> Result<BlockTracker> {
         let started = Instant::now();
-        let dir = dir.as_ref();
         if opts.sync_policy != SyncPolicy::Always {
             // add_block's return is the moment a source is acknowledged.
             return Err(Error::InvalidOptions(
@@ -90,6 +89,36 @@ impl BlockTracker {
             ));
         }
         let journal = Wal::open_with_storage(storage, dir, opts)?;
+        BlockTracker::replay(journal, snapshot, started)
+    }
+
+    /// Open the tracker over a journal already opened (for example a
+    /// [`Wal::open_at`] log on object storage, feature `object-store`),
+    /// as [`BlockTracker::open_with_storage`] does over a directory.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`] if the journal is a directory log whose
+    /// policy is not [`SyncPolicy::Always`] (a log on object storage always
+    /// is); otherwise as [`BlockTracker::open_with_storage`].
+    pub fn open_with_log(
+        journal: Wal,
+        snapshot: Option<(TrackerState, u64)>,
+    ) -> Result<BlockTracker> {
+        if journal.sync_policy() != SyncPolicy::Always {
+            return Err(Error::InvalidOptions(
+                "the tracker's journal must use SyncPolicy::Always",
+            ));
+        }
+        BlockTracker::replay(journal, snapshot, Instant::now())
+    }
+
+    fn replay(
+        journal: Wal,
+        snapshot: Option<(TrackerState, u64)>,
+        started: Instant,
+    ) -> Result<BlockTracker> {
+        let dir = journal.dir().to_path_buf();
+        let dir = dir.as_path();
         let (mut state, snap_lsn) = snapshot.unwrap_or_default();
         let last = journal.next_lsn().saturating_sub(1);
         if last < snap_lsn {

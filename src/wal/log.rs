@@ -94,6 +94,12 @@ impl Wal {
         })
     }
 
+    /// The policy the log appends under (a log on object storage always
+    /// stores before `append` returns: [`crate::SyncPolicy::Always`]).
+    pub fn sync_policy(&self) -> crate::SyncPolicy {
+        each!(self, w => w.sync_policy())
+    }
+
     /// Open (or create) the log at an object-storage URL (`s3://bucket/prefix`,
     /// `memory:///prefix`; see [`crate::object::ObjectLocation::parse`]).
     /// See [`Wal::open_at`].

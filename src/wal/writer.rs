@@ -341,6 +341,10 @@ impl FileWal {
         &self.shared.dir
     }
 
+    pub(crate) fn sync_policy(&self) -> SyncPolicy {
+        self.shared.opts.sync_policy
+    }
+
     pub(crate) fn is_poisoned(&self) -> bool {
         self.shared.state.lock().map_or(true, |st| st.poisoned)
     }

@@ -1,0 +1,193 @@
+//! Driver recovery with everything on object storage
+//! (`recovery::get_or_create_at`): the same outcomes as on a file system
+//! (batches to run, unallocated blocks, blocks read back), journal
+//! retirement, and a driver that is taken over cannot add to what its
+//! successor recovered. On memory always, and on a real S3-protocol server
+//! when `STREAMWAL_S3_URL` is set.
+#![cfg(feature = "object-store")]
+
+mod common;
+
+use common::objects::{Backend, backends};
+use std::collections::BTreeMap;
+use streamwal::recovery::{ContextOptions, RunReason, StreamingContext, get_or_create_at};
+use streamwal::tracker::BlockInfo;
+use streamwal::{Error, WalOptions};
+
+type Graph = BTreeMap<String, u64>;
+
+fn opts() -> ContextOptions {
+    let small = WalOptions {
+        max_batch_bytes: 16 << 10,
+        ..WalOptions::default()
+    };
+    ContextOptions {
+        receiver_log: small.clone(),
+        journal: small,
+        ..ContextOptions::new(1_000)
+    }
+}
+
+fn open(b: &dyn Backend, now: u64) -> streamwal::Result<StreamingContext<Graph>> {
+    get_or_create_at(b.location("ctx"), opts(), now, || {
+        Graph::from([("fresh".to_string(), 1)])
+    })
+}
+
+fn add(ctx: &StreamingContext<Graph>, stream: u32, bytes: &[u8], t: u64) -> BlockInfo {
+    let handle = ctx.receiver_log.append(bytes).unwrap();
+    let b = BlockInfo {
+        stream_id: stream,
+        handle,
+        records: 1,
+        receive_time: t,
+    };
+    ctx.tracker.add_block(b.clone()).unwrap();
+    b
+}
+
+#[test]
+fn recovery_from_the_journal_alone_and_from_a_checkpoint_plus_its_tail() {
+    for b in backends("orec_basic") {
+        let ctx = open(&*b, 0).unwrap();
+        assert!(ctx.recovered.is_none(), "{}", b.name());
+        let a = add(&ctx, 0, b"a", 1);
+        let b1 = ctx.tracker.allocate_blocks_to_batch(1_000).unwrap();
+        add(&ctx, 1, b"b", 2);
+        drop(ctx);
+
+        // From the journal alone.
+        let mut ctx = open(&*b, 2_000).unwrap();
+        let rec = ctx.recovered.as_ref().expect("journal has events");
+        assert_eq!(rec.checkpoint_time, None);
+        let times: Vec<_> = rec
+            .batches
+            .iter()
+            .map(|b| (b.batch_time, b.reason))
+            .collect();
+        assert_eq!(
+            times,
+            [
+                (1_000, RunReason::AllocatedNotCommitted),
+                (2_000, RunReason::Downtime)
+            ]
+        );
+        assert_eq!(rec.batches[0].blocks.as_ref(), Some(&b1));
+        assert_eq!(ctx.read_block(&a).unwrap(), b"a");
+
+        // Run them, checkpoint, go on past the checkpoint.
+        ctx.tracker.commit_batch(1_000).unwrap();
+        let two = ctx.tracker.allocate_blocks_to_batch(2_000).unwrap();
+        ctx.graph.insert("words".into(), 42);
+        ctx.checkpoint(
+            2_000,
+            vec![2_000],
+            BTreeMap::from([("src".into(), "7".into())]),
+        )
+        .unwrap();
+        let c = add(&ctx, 0, b"three", 3);
+        let after = ctx.tracker.allocate_blocks_to_batch(3_000).unwrap();
+        let unalloc = add(&ctx, 2, b"four", 4);
+        drop(ctx);
+
+        let ctx = open(&*b, 4_000).unwrap();
+        assert_eq!(ctx.graph["words"], 42, "graph comes from the checkpoint");
+        let rec = ctx.recovered.as_ref().unwrap();
+        assert_eq!(rec.checkpoint_time, Some(2_000));
+        assert_eq!(rec.source_offsets["src"], "7");
+        let got: Vec<_> = rec
+            .batches
+            .iter()
+            .map(|b| (b.batch_time, b.reason, b.blocks.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2_000, RunReason::PendingAtCheckpoint, Some(two)),
+                (3_000, RunReason::AllocatedNotCommitted, Some(after.clone())),
+                (4_000, RunReason::Downtime, None),
+            ]
+        );
+        assert_eq!(rec.unallocated[&2], vec![unalloc.clone()]);
+        let data = ctx.read_batch(&after).unwrap();
+        assert_eq!(data[&0], vec![b"three".to_vec()]);
+        assert_eq!(ctx.read_block(&c).unwrap(), b"three");
+        assert!(
+            ctx.report
+                .checkpoint_used
+                .as_ref()
+                .is_some_and(|p| p.to_string_lossy().contains("checkpoint-")),
+            "{:?}",
+            ctx.report.checkpoint_used
+        );
+    }
+}
+
+#[test]
+fn checkpoints_retire_the_journal_on_object_storage() {
+    for b in backends("orec_retire") {
+        let mut ctx = open(&*b, 0).unwrap();
+        for t in 1..=6u64 {
+            add(&ctx, 0, format!("block {t}").as_bytes(), t);
+            ctx.tracker.allocate_blocks_to_batch(t * 1_000).unwrap();
+            ctx.tracker.commit_batch(t * 1_000).unwrap();
+            ctx.checkpoint(t * 1_000, vec![], BTreeMap::new()).unwrap();
+        }
+        let journal = ctx.tracker.journal();
+        assert!(
+            journal.stats().segments_removed > 0,
+            "{:?}",
+            journal.stats()
+        );
+        let first = journal.first_lsn().unwrap();
+        drop(ctx);
+        let ctx = open(&*b, 6_000).unwrap();
+        assert!(ctx.tracker.journal().first_lsn().unwrap() >= first);
+        let rec = ctx.recovered.as_ref().unwrap();
+        assert_eq!(rec.checkpoint_time, Some(6_000));
+        assert!(rec.batches.is_empty(), "{:?}", rec.batches);
+    }
+}
+
+#[test]
+fn a_driver_that_was_taken_over_cannot_add_to_what_the_new_one_recovered() {
+    for b in backends("orec_takeover") {
+        let mut old = open(&*b, 0).unwrap();
+        let kept = add(&old, 0, b"acknowledged", 1);
+        old.tracker.allocate_blocks_to_batch(1_000).unwrap();
+
+        // A new driver starts on another machine while the old one is
+        // partitioned, not dead.
+        let new = open(&*b, 1_000).unwrap();
+        let rec = new.recovered.as_ref().unwrap();
+        assert_eq!(
+            rec.batches[0].blocks.as_ref().unwrap()[&0],
+            vec![kept.clone()]
+        );
+
+        // Everything the old driver tries now is refused.
+        assert!(matches!(
+            old.receiver_log.append(b"stale block"),
+            Err(Error::LogTakenOver { .. })
+        ));
+        assert!(matches!(
+            old.tracker.commit_batch(1_000),
+            Err(Error::LogTakenOver { .. })
+        ));
+        assert!(matches!(
+            old.checkpoint(1_000, vec![], BTreeMap::new()),
+            Err(Error::Fenced { .. }) | Err(Error::LogTakenOver { .. })
+        ));
+        drop(old);
+
+        // The new driver goes on; a third one sees exactly its work.
+        new.tracker.commit_batch(1_000).unwrap();
+        drop(new);
+        let third = open(&*b, 1_000).unwrap();
+        let rec = third.recovered.as_ref().unwrap();
+        assert!(rec.committed.contains(&1_000));
+        assert!(rec.batches.is_empty(), "{:?}", rec.batches);
+        assert_eq!(third.read_block(&kept).unwrap(), b"acknowledged");
+        assert_eq!(third.receiver_log.iter().count(), 1, "no stale block");
+    }
+}
