@@ -202,6 +202,10 @@ pub struct ObjectLatest<G> {
     pub fenced: Vec<Named>,
 }
 
+/// A checkpoint read by [`ObjectCheckpointStore::read_all_raw`]: batch
+/// time, object, and the checkpoint (graph as bytes) or why it is unusable.
+pub type RawObject = (u64, PathBuf, Result<Checkpoint<Vec<u8>>>);
+
 /// The checkpoints by whether they count.
 struct Verdict {
     /// Counting, newest first.
@@ -576,6 +580,41 @@ impl ObjectCheckpointStore {
                 fenced,
             });
         }
+    }
+
+    /// Every counting checkpoint, newest first, read and checked with its
+    /// graph left as bytes (for tools that do not know the graph's type):
+    /// (batch time, object, the checkpoint or why it is unusable). A
+    /// checkpoint deleted since the listing is left out.
+    ///
+    /// # Errors
+    /// As [`ObjectCheckpointStore::list`].
+    pub fn read_all_raw(&self) -> Result<Vec<RawObject>> {
+        let max = (CHECKPOINT_HEADER_BYTES + DECODE_BYTES_MAX) as u64;
+        let mut out = Vec::new();
+        for (t, e) in self.settled_verdict()?.counting {
+            let name = checkpoint_name(t, e);
+            let object = self.loc.display(&name);
+            let checked = match self.loc.get(&name, max) {
+                Ok(None) => continue,
+                Ok(Some(bytes)) => {
+                    crate::checkpoint::decode_file_raw(&object, &bytes).and_then(|c| {
+                        if c.batch_time == t {
+                            Ok(c)
+                        } else {
+                            Err(Error::corruption(
+                                &object,
+                                0,
+                                CorruptionKind::BadHeader("batch time does not match the name"),
+                            ))
+                        }
+                    })
+                }
+                Err(e) => Err(e),
+            };
+            out.push((t, object, checked));
+        }
+        Ok(out)
     }
 
     /// One checkpoint object; `Ok(None)` if it is gone.

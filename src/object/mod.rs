@@ -44,7 +44,7 @@ mod checkpoint;
 mod location;
 mod log;
 
-pub use checkpoint::{ObjectCheckpointStore, ObjectLatest, SkippedObject};
+pub use checkpoint::{ObjectCheckpointStore, ObjectLatest, RawObject, SkippedObject};
 pub use location::ObjectLocation;
 pub(crate) use log::ObjectLog;
 pub use log::{LOG_OBJECT_SUFFIX, log_object_name};

@@ -40,6 +40,12 @@ pub struct DemoArgs {
     /// Roughly how long the demo runs, in seconds.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
+    /// Keep the logs and checkpoints on object storage at this URL
+    /// (`s3://bucket/prefix`) instead of in the directory; the demo uses a
+    /// fresh prefix below it. The output files stay in the directory. Needs
+    /// a build with `--features object-store`.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
 }
 
 /// Arguments of the hidden `streamwal demo-worker` (the process the demo kills).
@@ -48,6 +54,9 @@ pub struct WorkerArgs {
     /// The demo directory.
     #[arg(long)]
     pub dir: PathBuf,
+    /// The object-storage URL of the logs and checkpoints, if not in `dir`.
+    #[arg(long)]
+    pub store: Option<String>,
 }
 
 /// Run the demo. `Err` is one line for the user.
@@ -57,6 +66,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     }
     if args.kills > 1_000 {
         return Err("--kills must be at most 1000".into());
+    }
+    if args.store.is_some() && !cfg!(feature = "object-store") {
+        return Err("this streamwal was built without object storage; \
+                    build it with `--features object-store` for --store"
+            .into());
     }
     let temporary = args.dir.is_none();
     let dir = prepare_dir(args.dir)?;
@@ -70,9 +84,21 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
          each batch writes one output file, then commits"
     );
     println!("  directory: {}", dir.display());
+    let store = args.store.as_ref().map(|url| {
+        format!(
+            "{}/demo-{}-{}",
+            url.trim_end_matches('/'),
+            std::process::id(),
+            Rng::seeded().0 % 1_000_000
+        )
+    });
+    if let Some(url) = &store {
+        println!("  logs and checkpoints: {url}");
+    }
     let mut demo = Demo {
         exe,
         dir: dir.clone(),
+        store,
         started: Instant::now(),
         rng: Rng::seeded(),
         next_id: Arc::new(AtomicU64::new(0)),
@@ -134,7 +160,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
 
 /// Run the demo's worker. `Err` is one line for the user.
 pub fn worker(args: WorkerArgs) -> Result<ExitCode, String> {
-    engine::run_worker(&args.dir).map(|()| ExitCode::SUCCESS)
+    engine::run_worker(&args.dir, args.store.as_deref()).map(|()| ExitCode::SUCCESS)
 }
 
 /// The demo directory: the given one (new or empty), or a fresh temporary one.

@@ -20,6 +20,8 @@ pub struct Demo {
     pub exe: PathBuf,
     /// The demo directory.
     pub dir: PathBuf,
+    /// The object-storage URL of the logs and checkpoints, if not in `dir`.
+    pub store: Option<String>,
     /// When the demo started.
     pub started: Instant,
     /// Kill moments and lifetimes.
@@ -109,9 +111,12 @@ impl Demo {
         let stderr = self.dir.join(format!("worker-{round}.log"));
         let log = std::fs::File::create(&stderr)
             .map_err(|e| format!("cannot create {}: {e}", stderr.display()))?;
-        let mut child = Command::new(&self.exe)
-            .args(["demo-worker", "--dir"])
-            .arg(&self.dir)
+        let mut command = Command::new(&self.exe);
+        command.args(["demo-worker", "--dir"]).arg(&self.dir);
+        if let Some(url) = &self.store {
+            command.args(["--store", url]);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -106,13 +106,26 @@ fn lib(what: &str) -> impl Fn(streamwal::Error) -> String + '_ {
     move |e| format!("{what}: {}", error_line(&e))
 }
 
-/// Run the worker in `dir` until stdin ends and everything is drained.
-pub fn run_worker(dir: &Path) -> Result<(), String> {
+/// Run the worker in `dir` (logs and checkpoints at `store` if given) until
+/// stdin ends and everything is drained.
+pub fn run_worker(dir: &Path, store: Option<&str>) -> Result<(), String> {
     let (ckpt_dir, rx_dir, out_dir) = layout(dir);
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-    let mut ctx = get_or_create(&ckpt_dir, &rx_dir, options(), now_ms(), Graph::word_count)
-        .map_err(lib("recovery failed"))?;
+    let opened = match store {
+        None => get_or_create(&ckpt_dir, &rx_dir, options(), now_ms(), Graph::word_count),
+        #[cfg(feature = "object-store")]
+        Some(url) => {
+            streamwal::recovery::get_or_create_url(url, options(), now_ms(), Graph::word_count)
+        }
+        #[cfg(not(feature = "object-store"))]
+        Some(_) => {
+            return Err("this streamwal was built without object storage; \
+                        build it with `--features object-store` for --store"
+                .into());
+        }
+    };
+    let mut ctx = opened.map_err(lib("recovery failed"))?;
     let recovered = ctx.recovered.clone();
     say(&format!(
         "open {} {} {}",

@@ -24,7 +24,8 @@ pub enum Format {
 /// Arguments of `streamwal dump` (its help text is on the subcommand).
 #[derive(Debug, clap::Args)]
 pub struct DumpArgs {
-    /// The log directory.
+    /// The log directory, or a log's object-storage URL (build with
+    /// `--features object-store`).
     pub dir: PathBuf,
     /// Start at this LSN.
     #[arg(long, value_name = "LSN", default_value_t = 1)]
@@ -108,7 +109,8 @@ fn line(format: Format, h: &streamwal::RecordHandle, payload: &[u8], events: boo
 
 /// Run `streamwal dump`.
 pub fn run(args: DumpArgs) -> Result<ExitCode, String> {
-    if detect(&args.dir)? == DirKind::Checkpoints {
+    let url = crate::remote::url_of(&args.dir);
+    if url.is_none() && detect(&args.dir)? == DirKind::Checkpoints {
         return Err(format!(
             "{} is a checkpoint directory; dump its journal with `streamwal dump --events {}`",
             args.dir.display(),
@@ -117,14 +119,26 @@ pub fn run(args: DumpArgs) -> Result<ExitCode, String> {
                 .display()
         ));
     }
-    let wal = open_read_only(&args.dir)?;
-    let scan = scan_log(&args.dir)?;
-    let damage: Vec<_> = wal
-        .recovery_report()
-        .problems
-        .iter()
-        .filter(|p| !in_torn_tail(&scan, &p.file, p.offset))
-        .collect();
+    let (wal, damage) = match url {
+        // Objects have no torn tails: every problem is damage.
+        Some(url) => {
+            let wal = crate::remote::open_log(url)?;
+            let damage = wal.recovery_report().problems.clone();
+            (wal, damage)
+        }
+        None => {
+            let wal = open_read_only(&args.dir)?;
+            let scan = scan_log(&args.dir)?;
+            let damage: Vec<_> = wal
+                .recovery_report()
+                .problems
+                .iter()
+                .filter(|p| !in_torn_tail(&scan, &p.file, p.offset))
+                .cloned()
+                .collect();
+            (wal, damage)
+        }
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let limit = args

@@ -13,7 +13,9 @@ use streamwal::tracker::{Event, TrackerState};
 pub struct InspectArgs {
     /// A log directory (NNNNNNNNNNNNNNNNNNNN.wal segments) or a checkpoint
     /// directory (checkpoint-*.ckpt files and a journal/ log). Opened
-    /// read-only; a directory a running process holds is refused.
+    /// read-only; a directory a running process holds is refused. Or an
+    /// object-storage URL, a log's or a context's (build with `--features
+    /// object-store`).
     pub dir: PathBuf,
 }
 
@@ -102,6 +104,9 @@ pub fn replay_journal(
 
 /// Run `streamwal inspect`.
 pub fn run(args: InspectArgs) -> Result<ExitCode, String> {
+    if let Some(url) = crate::remote::url_of(&args.dir) {
+        return crate::remote::inspect(url);
+    }
     match detect(&args.dir)? {
         DirKind::Log => inspect_log(&args.dir),
         DirKind::Checkpoints => inspect_checkpoints(&args.dir),

@@ -15,6 +15,7 @@
 mod demo;
 mod dump;
 mod inspect;
+mod remote;
 mod verify;
 
 use clap::{Parser, Subcommand};

@@ -9,7 +9,9 @@ use streamwal::tracker::TrackerState;
 /// Arguments of `streamwal verify` (its help text is on the subcommand).
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// The log or checkpoint directory to check.
+    /// The log or checkpoint directory to check, or an object-storage URL
+    /// (a log's, or a context's from `get_or_create_url`; build with
+    /// `--features object-store`).
     pub dir: PathBuf,
     /// Print one JSON object (dir, kind, healthy, problems, warnings) instead
     /// of text.
@@ -37,12 +39,29 @@ pub fn in_torn_tail(scan: &LogScan, file: &Path, offset: u64) -> bool {
 
 /// Run `streamwal verify`.
 pub fn run(args: VerifyArgs) -> Result<ExitCode, String> {
-    let kind = detect(&args.dir)?;
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
-    let summary = match kind {
-        DirKind::Log => verify_log(&args.dir, &mut problems, &mut warnings)?,
-        DirKind::Checkpoints => verify_checkpoints(&args.dir, &mut problems, &mut warnings)?,
+    let (kind, summary) = match crate::remote::url_of(&args.dir) {
+        Some(url) => {
+            let mut found = Vec::new();
+            let (kind, summary) = crate::remote::verify(url, &mut found)?;
+            problems.extend(found.into_iter().map(|(file, offset, reason)| Finding {
+                file,
+                offset,
+                reason,
+            }));
+            (kind, summary)
+        }
+        None => {
+            let kind = detect(&args.dir)?;
+            let summary = match kind {
+                DirKind::Log => verify_log(&args.dir, &mut problems, &mut warnings)?,
+                DirKind::Checkpoints => {
+                    verify_checkpoints(&args.dir, &mut problems, &mut warnings)?
+                }
+            };
+            (kind, summary)
+        }
     };
     if args.strict {
         problems.append(&mut warnings);
