@@ -241,3 +241,60 @@ fn a_takeover_whose_answers_were_lost_is_finished_by_the_next_driver() {
     next.write(&ckpt(20)).unwrap();
     assert_eq!(latest(&next), Some(20));
 }
+
+fn log_records(s: &Setup) -> Vec<Vec<u8>> {
+    let reader = streamwal::Wal::open_at(
+        s.location(),
+        streamwal::WalOptions {
+            recovery_mode: streamwal::RecoveryMode::Salvage,
+            ..streamwal::WalOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(reader.recovery_report().problems.is_empty());
+    reader.iter().map(|r| r.unwrap().1).collect()
+}
+
+#[test]
+fn a_log_append_whose_answer_was_lost_is_an_error_or_stored_once() {
+    let Some(s) = Setup::new("faults_log") else {
+        return;
+    };
+    let wal = streamwal::Wal::open_at(s.location(), streamwal::WalOptions::default()).unwrap();
+    wal.append(b"one").unwrap();
+
+    // The PUT reaches the server, its answer is lost, the client retries:
+    // the retry meets the stored object. The append either fails, or read
+    // the object back and found its own bytes; never a second copy.
+    s.set(LOSE_PUT_RESPONSES);
+    let acked = wal.append(b"two").is_ok();
+    s.set(PASS);
+    let got = log_records(&s);
+    let twos = got.iter().filter(|r| r.as_slice() == b"two").count();
+    eprintln!("lost answer: acknowledged {acked}, stored {twos} time(s)");
+    if acked {
+        assert_eq!(twos, 1, "{got:?}");
+        wal.append(b"three").unwrap();
+    } else {
+        assert!(twos <= 1, "{got:?}");
+        assert!(wal.is_poisoned(), "a failed append poisons the log");
+    }
+    drop(wal);
+
+    // The server is unreachable: an error, and nothing lands.
+    let wal = streamwal::Wal::open_at(s.location(), streamwal::WalOptions::default()).unwrap();
+    let before = log_records(&s);
+    s.set(REFUSE);
+    assert!(matches!(wal.append(b"four"), Err(Error::Remote { .. })));
+    s.set(PASS);
+    assert_eq!(log_records(&s), before, "a refused append stored nothing");
+    assert!(matches!(wal.append(b"five"), Err(Error::Poisoned)));
+    drop(wal);
+    // The next writer goes on from exactly the acknowledged records.
+    let wal = streamwal::Wal::open_at(s.location(), streamwal::WalOptions::default()).unwrap();
+    wal.append(b"six").unwrap();
+    let got = log_records(&s);
+    assert_eq!(got.first().map(Vec::as_slice), Some(&b"one"[..]));
+    assert_eq!(got.last().map(Vec::as_slice), Some(&b"six"[..]));
+    assert!(!got.iter().any(|r| r.as_slice() == b"four" || r.as_slice() == b"five"));
+}
