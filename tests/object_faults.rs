@@ -296,5 +296,8 @@ fn a_log_append_whose_answer_was_lost_is_an_error_or_stored_once() {
     let got = log_records(&s);
     assert_eq!(got.first().map(Vec::as_slice), Some(&b"one"[..]));
     assert_eq!(got.last().map(Vec::as_slice), Some(&b"six"[..]));
-    assert!(!got.iter().any(|r| r.as_slice() == b"four" || r.as_slice() == b"five"));
+    assert!(
+        !got.iter()
+            .any(|r| r.as_slice() == b"four" || r.as_slice() == b"five")
+    );
 }

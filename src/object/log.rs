@@ -44,6 +44,19 @@ pub fn log_object_name(seq: u64) -> String {
     format!("{seq:0DIGITS$}{LOG_OBJECT_SUFFIX}")
 }
 
+/// Bytes after the header of a claim: a random nonce, so that two writers'
+/// claims of the same name never hold the same bytes.
+const CLAIM_NONCE_BYTES: usize = 8;
+const FLOOR_PREFIX: &str = "floor-";
+
+/// `floor-NNNN` -> NNNN: retention deleted the log below that object.
+fn parse_floor(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(FLOOR_PREFIX)?;
+    (digits.len() == DIGITS && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
 fn parse_name(name: &str) -> Option<u64> {
     let stem = name.strip_suffix(LOG_OBJECT_SUFFIX)?;
     (stem.len() == DIGITS && stem.bytes().all(|b| b.is_ascii_digit()))
@@ -108,6 +121,10 @@ fn parse_object(
     let identity = header.identity();
     let mut frames = Vec::new();
     let mut pos = SEGMENT_HEADER_BYTES as usize;
+    if bytes.len() == pos + CLAIM_NONCE_BYTES {
+        // A claim: the header and its writer's nonce (no frame is this short).
+        pos = bytes.len();
+    }
     let mut lsn = header.first_lsn;
     let mut max_time = 0;
     while pos < bytes.len() {
@@ -180,6 +197,8 @@ struct State {
     next_lsn: u64,
     /// Every record up to this LSN is stored.
     written_lsn: u64,
+    /// The first batch that failed; every later one fails with it.
+    first_failed: Option<u64>,
     /// A batch is being stored.
     leader: bool,
     poisoned: bool,
@@ -228,41 +247,59 @@ impl ObjectLog {
         let max = object_bytes_max(&opts);
         let mut report = RecoveryReport::default();
         let mut seqs = Vec::new();
+        let mut floor = 0;
         for name in loc.list("")? {
-            match parse_name(&name) {
-                Some(seq) => seqs.push(seq),
-                None => report.ignored_files.push(name),
+            match (parse_name(&name), parse_floor(&name)) {
+                (Some(seq), _) => seqs.push(seq),
+                (None, Some(f)) => floor = floor.max(f),
+                (None, None) => report.ignored_files.push(name),
             }
         }
+        // Below the floor: retention's leftovers and old claims, kept only
+        // so that fenced writers keep colliding with them.
+        seqs.retain(|&s| s >= floor);
         seqs.sort_unstable();
         report.ignored_files.sort();
 
         let mut objects = BTreeMap::new();
         let mut log_id = None;
         // The chain so far: the next sequence number and LSN it expects.
-        let mut chain: Option<(u64, u64)> = None;
+        let mut want_seq = floor.max(1);
+        let mut want_lsn = (floor == 0).then_some(1);
         for seq in seqs {
             let name = log_object_name(seq);
             let damage = |offset, kind| Error::corruption(loc.display(&name), offset, kind);
-            let checked = match chain {
-                Some((want, _)) if want != seq => Err(damage(
+            if seq != want_seq {
+                let gap = damage(
                     0,
                     CorruptionKind::MissingSegment {
-                        expected: want,
+                        expected: want_seq,
                         found: seq,
                     },
-                )),
-                _ => Ok(()),
+                );
+                if !read_only {
+                    return Err(gap);
+                }
+                if let Error::Corruption { file, offset, kind } = gap {
+                    report.problems.push(Problem { file, offset, kind });
+                }
+                want_lsn = None;
             }
-            .and_then(|()| match loc.get(&name, max)? {
-                None => Err(damage(0, CorruptionKind::ObjectVanished)),
-                Some(bytes) => parse_object(&bytes, seq, log_id, chain.map(|(_, lsn)| lsn))
+            let checked = match loc.get(&name, max) {
+                Ok(None) => Err(damage(0, CorruptionKind::ObjectVanished)),
+                Ok(Some(bytes)) => parse_object(&bytes, seq, log_id, want_lsn)
                     .map_err(|(offset, kind)| damage(offset, kind)),
-            });
+                Err(Error::TooLarge { size, max }) => Err(damage(
+                    0,
+                    CorruptionKind::LengthOutOfBounds { len: size, max },
+                )),
+                Err(e) => Err(e),
+            };
+            want_seq = seq + 1;
             match checked {
                 Ok(p) => {
                     log_id = Some(p.log_id);
-                    chain = Some((seq + 1, p.info.next_lsn()));
+                    want_lsn = Some(p.info.next_lsn());
                     report.records += p.info.records;
                     report.segments += 1;
                     objects.insert(seq, p.info);
@@ -270,16 +307,15 @@ impl ObjectLog {
                 Err(Error::Corruption { file, offset, kind }) if read_only => {
                     // Salvage: list the damage and go on with the next object.
                     report.problems.push(Problem { file, offset, kind });
-                    chain = None;
+                    want_lsn = None;
                 }
                 Err(e) => return Err(e),
             }
         }
-        let (mut next_seq, mut next_lsn) = chain.unwrap_or_else(|| {
-            objects
-                .last_key_value()
-                .map_or((1, 1), |(&seq, o)| (seq + 1, o.next_lsn()))
-        });
+        let (mut next_seq, mut next_lsn) = match objects.last_key_value() {
+            Some((&seq, o)) => (seq + 1, o.next_lsn()),
+            None => (want_seq, want_lsn.unwrap_or(1)),
+        };
         if next_lsn > LSN_MAX && !read_only {
             return Err(Error::LsnExhausted);
         }
@@ -297,6 +333,7 @@ impl ObjectLog {
                 pending_max_time: 0,
                 pending_id: 1,
                 done_id: 0,
+                first_failed: None,
                 next_lsn,
                 written_lsn: next_lsn - 1,
                 leader: false,
@@ -311,7 +348,8 @@ impl ObjectLog {
         if !read_only {
             let mut claimed = false;
             for _ in 0..CLAIM_ATTEMPTS {
-                let claim = log.header(next_seq, next_lsn).encode().to_vec();
+                let mut claim = log.header(next_seq, next_lsn).encode().to_vec();
+                claim.extend_from_slice(&crate::wal::random_id().to_le_bytes());
                 match log.store(next_seq, claim)? {
                     Stored::Ours => {
                         log.counters.created.fetch_add(1, Ordering::Relaxed);
@@ -320,7 +358,7 @@ impl ObjectLog {
                             ObjInfo {
                                 first_lsn: next_lsn,
                                 records: 0,
-                                len: SEGMENT_HEADER_BYTES,
+                                len: SEGMENT_HEADER_BYTES + CLAIM_NONCE_BYTES as u64,
                                 max_time: 0,
                                 max_record_bytes: log.opts.max_record_bytes,
                             },
@@ -502,7 +540,7 @@ impl ObjectLog {
         let mut own_error = None;
         loop {
             if st.done_id >= id {
-                let outcome = if st.poisoned {
+                let outcome = if st.first_failed.is_some_and(|f| f <= id) {
                     Err(own_error.take().unwrap_or(Error::Poisoned))
                 } else {
                     Ok(())
@@ -566,6 +604,7 @@ impl ObjectLog {
                 }
                 Err(e) => {
                     st.poisoned = true;
+                    st.first_failed.get_or_insert(batch_id);
                     if batch_id == id {
                         own_error = Some(e);
                     }
@@ -669,27 +708,66 @@ impl ObjectLog {
             return Err(Error::ReadOnly);
         }
         let _one_at_a_time = self.retention.lock().map_err(|_| Error::Poisoned)?;
-        let victims: Vec<u64> = {
+        let (victims, pending_seq) = {
             let st = self.lock()?;
             if st.poisoned {
                 return Err(Error::Poisoned);
             }
-            // Never the newest object: it tells where the log goes on.
+            // Never the newest object: it tells where the log goes on. Never
+            // a claim: a fenced writer's next PUT targets a claim's name,
+            // and must keep colliding with it.
             let newest = st.objects.last_key_value().map_or(0, |(&s, _)| s);
-            st.objects
+            let victims: Vec<u64> = st
+                .objects
                 .iter()
-                .take_while(|&(&s, o)| s < newest && qualifies(o))
+                .filter(|&(&s, _)| s < newest)
+                .take_while(|(_, o)| o.records == 0 || qualifies(o))
+                .filter(|(_, o)| o.records > 0)
                 .map(|(&s, _)| s)
-                .collect()
+                .collect();
+            (victims, st.pending_seq)
         };
+        let Some(&last) = victims.last() else {
+            return Ok(0);
+        };
+        // A writer that was taken over must not delete what its successor
+        // recovered: look for objects past our own first.
+        let listed = self.loc.list("")?;
+        if listed
+            .iter()
+            .filter_map(|n| parse_name(n))
+            .any(|s| s >= pending_seq)
+        {
+            self.lock()?.poisoned = true;
+            return Err(Error::LogTakenOver {
+                location: self.display.display().to_string(),
+            });
+        }
+        // The floor first: once it is there, readers ignore what is below
+        // it, so a crash part-way through the deletes leaves a valid log.
+        let floor = last + 1;
+        let floor_name = format!("{FLOOR_PREFIX}{floor:0DIGITS$}");
+        if let Created::AlreadyExists = self.loc.put_new(&floor_name, Vec::new())? {
+            // Written by an earlier purge that failed later: fine.
+        }
         let mut removed = 0;
         for seq in victims {
-            // Oldest first: a crash in between leaves a shorter prefix gone,
-            // and the rest of the chain intact.
             self.loc.delete(&log_object_name(seq))?;
-            self.lock()?.objects.remove(&seq);
             self.counters.removed.fetch_add(1, Ordering::Relaxed);
             removed += 1;
+        }
+        {
+            let mut st = self.lock()?;
+            // Claims below the floor stay in the store, not in the log.
+            st.objects = st.objects.split_off(&floor);
+        }
+        for old in listed
+            .iter()
+            .filter_map(|n| parse_floor(n))
+            .filter(|&f| f < floor)
+        {
+            // Best effort: the newest floor is the one that counts.
+            let _ = self.loc.delete(&format!("{FLOOR_PREFIX}{old:0DIGITS$}"));
         }
         Ok(removed)
     }
