@@ -208,7 +208,8 @@ fn retention_by_the_new_writer_does_not_let_the_old_one_back_in() {
         let old = open(&*b, "log");
         old.append(b"old").unwrap();
         let new = open(&*b, "log");
-        let last = (0..3).map(|i| new.append(&[i]).unwrap()).last().unwrap();
+        let hs: Vec<RecordHandle> = (0..3).map(|i| new.append(&[i]).unwrap()).collect();
+        let last = hs[2];
         // Everything but the newest data object goes; the claim that fences
         // the old writer stays.
         new.purge_before_lsn(u64::MAX).unwrap();
