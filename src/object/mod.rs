@@ -9,10 +9,10 @@
 //! checkpoints that exist at that moment, and what an older epoch writes
 //! after that never counts for [`ObjectCheckpointStore::latest`].
 //!
-//! What is here and what is not (docs/DESIGN.md, "Object storage"):
-//! checkpoints are on object storage; the write-ahead log and the tracker's
-//! journal are still on a local file system, and this store is not yet wired
-//! into [`crate::recovery`].
+//! The write-ahead log goes there too ([`crate::Wal::open_at`]: one
+//! immutable object per group-commit batch, fenced by a claim object), and
+//! [`crate::recovery::get_or_create_at`] keeps a whole context under one
+//! URL. docs/DESIGN.md ("Object storage") has the layouts and the rules.
 //!
 //! The API blocks: each store runs its requests on a small runtime of its
 //! own. Do not call it from inside an async task (use `spawn_blocking`).
