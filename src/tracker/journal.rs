@@ -93,7 +93,7 @@ impl BlockTracker {
     }
 
     /// Open the tracker over a journal already opened (for example a
-    /// [`Wal::open_at`] log on object storage, feature `object-store`),
+    /// `Wal::open_at` log on object storage, feature `object-store`),
     /// as [`BlockTracker::open_with_storage`] does over a directory.
     ///
     /// # Errors

@@ -80,10 +80,10 @@ impl Wal {
     /// durable but are not. What it found is in [`Wal::recovery_report`].
     ///
     /// # Errors
-    /// - [`Error::Locked`] at once if another `Wal` holds the directory.
-    /// - [`Error::Corruption`] for damage that is not a torn tail (strict mode).
-    /// - [`Error::InvalidOptions`] for out-of-range options.
-    /// - [`Error::Io`] if the file system fails.
+    /// - [`Error::Locked`](crate::Error::Locked) at once if another `Wal` holds the directory.
+    /// - [`Error::Corruption`](crate::Error::Corruption) for damage that is not a torn tail (strict mode).
+    /// - [`Error::InvalidOptions`](crate::Error::InvalidOptions) for out-of-range options.
+    /// - [`Error::Io`](crate::Error::Io) if the file system fails.
     pub fn open_with_storage(
         storage: Arc<dyn Storage>,
         dir: impl AsRef<Path>,
@@ -151,16 +151,16 @@ impl Wal {
     /// Append one record, stamped with the current wall-clock time in
     /// milliseconds since the Unix epoch (see [`Wal::append_at`]).
     ///
-    /// Under [`SyncPolicy::Always`] this returns only once the record is
+    /// Under [`SyncPolicy::Always`](crate::SyncPolicy::Always) this returns only once the record is
     /// durable; under the other policies once it is written to the operating
     /// system. Safe to call from many threads: concurrent appends share syncs.
     ///
     /// # Errors
-    /// [`Error::TooLarge`] if the payload exceeds `max_record_bytes`;
-    /// [`Error::Poisoned`] after an earlier failed write or sync;
-    /// [`Error::Io`] if this append's write or sync failed (the log is then
+    /// [`Error::TooLarge`](crate::Error::TooLarge) if the payload exceeds `max_record_bytes`;
+    /// [`Error::Poisoned`](crate::Error::Poisoned) after an earlier failed write or sync;
+    /// [`Error::Io`](crate::Error::Io) if this append's write or sync failed (the log is then
     /// poisoned, and the record's fate is unknown until reopen);
-    /// [`Error::ReadOnly`] in salvage mode.
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) in salvage mode.
     pub fn append(&self, payload: &[u8]) -> Result<RecordHandle> {
         self.append_at(payload, now_millis())
     }
@@ -175,7 +175,7 @@ impl Wal {
     }
 
     /// Append several records as one unit of waiting: their LSNs are
-    /// consecutive, and under [`SyncPolicy::Always`] they become durable with
+    /// consecutive, and under [`SyncPolicy::Always`](crate::SyncPolicy::Always) they become durable with
     /// one sync (more if they exceed `max_batch_bytes` or cross into a new
     /// segment). All records are
     /// stamped with the current time.
@@ -203,10 +203,10 @@ impl Wal {
     }
 
     /// Make every record appended so far durable (`fdatasync`). Under
-    /// [`SyncPolicy::Always`] there is nothing left to do and it returns at once.
+    /// [`SyncPolicy::Always`](crate::SyncPolicy::Always) there is nothing left to do and it returns at once.
     ///
     /// # Errors
-    /// [`Error::Poisoned`], [`Error::Io`] (which poisons the log), [`Error::ReadOnly`].
+    /// [`Error::Poisoned`](crate::Error::Poisoned), [`Error::Io`](crate::Error::Io) (which poisons the log), [`Error::ReadOnly`](crate::Error::ReadOnly).
     pub fn sync(&self) -> Result<()> {
         each!(self, w => w.sync())
     }
@@ -230,9 +230,9 @@ impl Wal {
     /// Costs one positional read of the frame; allocates the payload.
     ///
     /// # Errors
-    /// [`Error::NotFound`] if the handle's segment was removed by retention or
-    /// the handle points past what this log holds; [`Error::Corruption`] if
-    /// the bytes there fail their checks or are another record; [`Error::Io`].
+    /// [`Error::NotFound`](crate::Error::NotFound) if the handle's segment was removed by retention or
+    /// the handle points past what this log holds; [`Error::Corruption`](crate::Error::Corruption) if
+    /// the bytes there fail their checks or are another record; [`Error::Io`](crate::Error::Io).
     pub fn read(&self, handle: &RecordHandle) -> Result<Vec<u8>> {
         each!(self, w => w.read(handle))
     }
@@ -245,7 +245,7 @@ impl Wal {
 
     /// Iterate in LSN order from record `lsn` (the first item is `lsn` itself
     /// if it exists). If `lsn` was already removed by retention, the first
-    /// item is [`Error::NotFound`].
+    /// item is [`Error::NotFound`](crate::Error::NotFound).
     pub fn iter_from(&self, lsn: u64) -> WalIter {
         each!(self, w => w.iter_from(lsn))
     }
@@ -256,9 +256,9 @@ impl Wal {
     /// covers everything before `lsn`. Returns how many segments were deleted.
     ///
     /// # Errors
-    /// [`Error::Io`] if a delete or directory sync fails (segments deleted
-    /// before it stay deleted; a retry finishes the job); [`Error::Poisoned`];
-    /// [`Error::ReadOnly`].
+    /// [`Error::Io`](crate::Error::Io) if a delete or directory sync fails (segments deleted
+    /// before it stay deleted; a retry finishes the job); [`Error::Poisoned`](crate::Error::Poisoned);
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly).
     pub fn purge_before_lsn(&self, lsn: u64) -> Result<usize> {
         each!(self, w => w.purge_before_lsn(lsn))
     }
