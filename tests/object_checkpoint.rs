@@ -487,6 +487,7 @@ fn a_takeover_between_a_readers_requests_cannot_let_a_straggler_in() {
         .into_iter()
         .map(|(name, bytes)| (format!("engine/ckpt/{name}"), bytes))
         .collect(),
+        remove: vec![],
     });
     let reader = ObjectCheckpointStore::open_read_only_at(
         ObjectLocation::with_store(store.clone(), "engine/ckpt").unwrap(),

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::objects::{Backend, Hook, Interleaving, backends, fetch, plant, remove};
+use common::objects::{Backend, Hook, Interleaving, backends, fetch, plant, put_fault, remove};
 use proptest::prelude::*;
 use std::sync::Arc;
 use streamwal::object::ObjectLocation;
@@ -180,6 +180,7 @@ fn a_batch_that_lands_between_the_listing_and_the_claim_is_kept() {
         listing_ends_with: "log".into(),
         after_listing: true,
         plant: vec![(format!("t/log/{}", log_object_name(h.segment())), late)],
+        remove: vec![],
     });
     let new = Wal::open_at(ObjectLocation::with_store(store, "t/log").unwrap(), opts()).unwrap();
     let got: Vec<Vec<u8>> = all(&new).into_iter().map(|(_, p)| p).collect();
@@ -259,6 +260,7 @@ fn of_two_writers_that_open_the_same_state_the_later_one_wins() {
         listing_ends_with: "log".into(),
         after_listing: true,
         plant: vec![(claim, bytes)],
+        remove: vec![],
     });
     let b = Wal::open_at(loc(), opts()).unwrap();
     // Claims carry a nonce: B saw A's claim as someone else's and claimed
@@ -481,4 +483,107 @@ fn the_log_matches_a_model_on_every_backend() {
     for b in backends("olog_model_fixed") {
         run_model(&*b, "log", &ops);
     }
+}
+
+fn faulty() -> (Arc<Interleaving>, impl Fn() -> ObjectLocation) {
+    let store = Interleaving::new(Arc::new(InMemory::new()));
+    let s = store.clone();
+    (store, move || {
+        ObjectLocation::with_store(s.clone(), "t/log").unwrap()
+    })
+}
+
+fn set(store: &Interleaving, mode: u8) {
+    store.fault.store(mode, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn concurrent_appenders_share_puts_when_a_put_takes_time() {
+    let (store, loc) = faulty();
+    let wal = Arc::new(Wal::open_at(loc(), opts()).unwrap());
+    set(&store, put_fault::SLOW);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                for i in 0..25u8 {
+                    wal.append(&[t, i]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = wal.stats();
+    assert_eq!(stats.records_appended, 200);
+    // While one PUT takes 20 ms, the other seven appenders queue behind it
+    // and go together in the next.
+    assert!(stats.batches <= 100, "{stats:?}");
+}
+
+#[test]
+fn an_unknown_put_outcome_is_settled_by_reading_the_object_back() {
+    let (store, loc) = faulty();
+    let wal = Wal::open_at(loc(), opts()).unwrap();
+    wal.append(b"one").unwrap();
+    // Stored, then the answer is an error: reading back finds our bytes.
+    set(&store, put_fault::STORE_THEN_FAIL);
+    let h = wal.append(b"two").unwrap();
+    set(&store, put_fault::NONE);
+    assert_eq!(wal.read(&h).unwrap(), b"two");
+    // Not stored, and an error: the append fails and the log is poisoned.
+    set(&store, put_fault::FAIL);
+    assert!(matches!(wal.append(b"three"), Err(Error::Remote { .. })));
+    set(&store, put_fault::NONE);
+    assert!(wal.is_poisoned());
+    assert!(matches!(wal.append(b"four"), Err(Error::Poisoned)));
+    drop(wal);
+    let got: Vec<Vec<u8>> = all(&Wal::open_at(loc(), opts()).unwrap())
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
+}
+
+#[test]
+fn a_panicking_store_fails_the_other_appenders_instead_of_hanging_them() {
+    let (store, loc) = faulty();
+    let wal = Arc::new(Wal::open_at(loc(), opts()).unwrap());
+    set(&store, put_fault::PANIC);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for t in 0..4u8 {
+        let (wal, tx) = (wal.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wal.append(&[t])));
+            tx.send(matches!(r, Ok(Ok(_)))).unwrap();
+        });
+    }
+    for _ in 0..4 {
+        let acked = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("an appender hung after the leader panicked");
+        assert!(!acked, "nothing is stored while every PUT panics");
+    }
+    assert!(wal.is_poisoned());
+}
+
+#[test]
+fn an_object_deleted_between_listing_and_reading_is_listed_again() {
+    let (store, loc) = faulty();
+    let wal = Wal::open_at(loc(), opts()).unwrap();
+    let hs: Vec<RecordHandle> = (0..4u8).map(|i| wal.append(&[i]).unwrap()).collect();
+    drop(wal);
+    // Right after the next opener lists, retention elsewhere raises the
+    // floor past the first record's object and deletes it.
+    store.arm(Hook {
+        listing_ends_with: "log".into(),
+        after_listing: true,
+        plant: vec![(format!("t/log/floor-{:020}", hs[1].segment()), vec![])],
+        remove: vec![format!("t/log/{}", log_object_name(hs[0].segment()))],
+    });
+    let wal = Wal::open_at(loc(), opts()).unwrap();
+    assert_eq!(wal.first_lsn(), Some(hs[1].lsn()));
+    let got: Vec<u64> = all(&wal).iter().map(|(h, _)| h.lsn()).collect();
+    assert_eq!(got, vec![hs[1].lsn(), hs[2].lsn(), hs[3].lsn()]);
 }

@@ -38,6 +38,8 @@ const DIGITS: usize = 20;
 /// Attempts at claiming the next sequence number while other writers keep
 /// storing objects there first.
 const CLAIM_ATTEMPTS: usize = 32;
+/// Times opening lists again when an object vanished before it was read.
+const RELIST_ATTEMPTS: usize = 3;
 
 /// The name of log object `seq`.
 pub fn log_object_name(seq: u64) -> String {
@@ -221,12 +223,136 @@ pub(crate) struct ObjectLog {
     counters: Counters,
 }
 
+/// Clears the leader's mark if storing a batch unwinds (a panicking
+/// `ObjectStore`), so that the other appenders fail instead of waiting
+/// forever: the batch's fate is unknown, and the log is poisoned.
+struct LeaderGuard<'a> {
+    log: &'a ObjectLog,
+    batch_id: u64,
+    armed: bool,
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut st = self.log.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.leader = false;
+        st.poisoned = true;
+        st.first_failed.get_or_insert(self.batch_id);
+        st.done_id = st.done_id.max(self.batch_id);
+        drop(st);
+        self.log.cond.notify_all();
+    }
+}
+
 /// How storing an object went.
 enum Stored {
     /// Our bytes are there (now, or from an earlier attempt).
     Ours,
     /// Another writer's object holds the name; its bytes.
     Theirs(Vec<u8>),
+}
+
+/// What listing and reading a log found.
+struct Scan {
+    report: RecoveryReport,
+    objects: BTreeMap<u64, ObjInfo>,
+    log_id: Option<u64>,
+    /// The next sequence number and LSN the chain expects.
+    next_seq: u64,
+    next_lsn: u64,
+}
+
+/// List the log at `loc` and read and check every object from the floor on.
+fn scan(loc: &ObjectLocation, max: u64, read_only: bool) -> Result<Scan> {
+    let mut report = RecoveryReport::default();
+    let mut seqs = Vec::new();
+    let mut floor = 0;
+    for name in loc.list("")? {
+        match (parse_name(&name), parse_floor(&name)) {
+            (Some(seq), _) => seqs.push(seq),
+            (None, Some(f)) => floor = floor.max(f),
+            (None, None) => report.ignored_files.push(name),
+        }
+    }
+    // Below the floor: retention's leftovers and old claims, kept only
+    // so that fenced writers keep colliding with them.
+    seqs.retain(|&s| s >= floor);
+    seqs.sort_unstable();
+    report.ignored_files.sort();
+
+    let mut objects = BTreeMap::new();
+    let mut log_id = None;
+    // The chain so far: the next sequence number and LSN it expects.
+    let mut want_seq = floor.max(1);
+    let mut want_lsn = (floor == 0).then_some(1);
+    for seq in seqs {
+        let name = log_object_name(seq);
+        let damage = |offset, kind| Error::corruption(loc.display(&name), offset, kind);
+        if seq != want_seq {
+            let gap = damage(
+                0,
+                CorruptionKind::MissingSegment {
+                    expected: want_seq,
+                    found: seq,
+                },
+            );
+            if !read_only {
+                return Err(gap);
+            }
+            if let Error::Corruption { file, offset, kind } = gap {
+                report.problems.push(Problem { file, offset, kind });
+            }
+            want_lsn = None;
+        }
+        let checked = match loc.get(&name, max) {
+            Ok(None) => Err(damage(0, CorruptionKind::ObjectVanished)),
+            Ok(Some(bytes)) => parse_object(&bytes, seq, log_id, want_lsn)
+                .map_err(|(offset, kind)| damage(offset, kind)),
+            Err(Error::TooLarge { size, max }) => Err(damage(
+                0,
+                CorruptionKind::LengthOutOfBounds { len: size, max },
+            )),
+            Err(e) => Err(e),
+        };
+        want_seq = seq + 1;
+        match checked {
+            Ok(p) => {
+                log_id = Some(p.log_id);
+                want_lsn = Some(p.info.next_lsn());
+                report.records += p.info.records;
+                report.segments += 1;
+                objects.insert(seq, p.info);
+            }
+            Err(Error::Corruption { file, offset, kind }) if read_only => {
+                // Salvage: list the damage and go on with the next object.
+                report.problems.push(Problem { file, offset, kind });
+                want_lsn = None;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let (next_seq, next_lsn) = match objects.last_key_value() {
+        Some((&seq, o)) => (seq + 1, o.next_lsn()),
+        // A floor with nothing at or after it: the log's objects are gone.
+        None if floor > 0 && !read_only => {
+            return Err(Error::corruption(
+                loc.display(&log_object_name(floor)),
+                0,
+                CorruptionKind::ObjectVanished,
+            ));
+        }
+        None => (want_seq, want_lsn.unwrap_or(1)),
+    };
+    Ok(Scan {
+        report,
+        objects,
+        log_id,
+        next_seq,
+        next_lsn,
+    })
 }
 
 impl ObjectLog {
@@ -245,77 +371,42 @@ impl ObjectLog {
         let display = PathBuf::from(loc.url());
         let read_only = opts.recovery_mode == RecoveryMode::Salvage;
         let max = object_bytes_max(&opts);
-        let mut report = RecoveryReport::default();
-        let mut seqs = Vec::new();
-        let mut floor = 0;
-        for name in loc.list("")? {
-            match (parse_name(&name), parse_floor(&name)) {
-                (Some(seq), _) => seqs.push(seq),
-                (None, Some(f)) => floor = floor.max(f),
-                (None, None) => report.ignored_files.push(name),
+        // An object deleted between the listing and its read (another
+        // writer's retention): list again.
+        let mut attempt = 0;
+        let Scan {
+            mut report,
+            mut objects,
+            mut log_id,
+            mut next_seq,
+            mut next_lsn,
+        } = loop {
+            attempt += 1;
+            match scan(&loc, max, read_only) {
+                Err(Error::Corruption {
+                    kind: CorruptionKind::ObjectVanished,
+                    ..
+                }) if attempt < RELIST_ATTEMPTS => continue,
+                other => break other?,
             }
-        }
-        // Below the floor: retention's leftovers and old claims, kept only
-        // so that fenced writers keep colliding with them.
-        seqs.retain(|&s| s >= floor);
-        seqs.sort_unstable();
-        report.ignored_files.sort();
-
-        let mut objects = BTreeMap::new();
-        let mut log_id = None;
-        // The chain so far: the next sequence number and LSN it expects.
-        let mut want_seq = floor.max(1);
-        let mut want_lsn = (floor == 0).then_some(1);
-        for seq in seqs {
-            let name = log_object_name(seq);
-            let damage = |offset, kind| Error::corruption(loc.display(&name), offset, kind);
-            if seq != want_seq {
-                let gap = damage(
-                    0,
-                    CorruptionKind::MissingSegment {
-                        expected: want_seq,
-                        found: seq,
-                    },
-                );
-                if !read_only {
-                    return Err(gap);
-                }
-                if let Error::Corruption { file, offset, kind } = gap {
-                    report.problems.push(Problem { file, offset, kind });
-                }
-                want_lsn = None;
-            }
-            let checked = match loc.get(&name, max) {
-                Ok(None) => Err(damage(0, CorruptionKind::ObjectVanished)),
-                Ok(Some(bytes)) => parse_object(&bytes, seq, log_id, want_lsn)
-                    .map_err(|(offset, kind)| damage(offset, kind)),
-                Err(Error::TooLarge { size, max }) => Err(damage(
-                    0,
-                    CorruptionKind::LengthOutOfBounds { len: size, max },
-                )),
-                Err(e) => Err(e),
-            };
-            want_seq = seq + 1;
-            match checked {
-                Ok(p) => {
-                    log_id = Some(p.log_id);
-                    want_lsn = Some(p.info.next_lsn());
-                    report.records += p.info.records;
-                    report.segments += 1;
-                    objects.insert(seq, p.info);
-                }
-                Err(Error::Corruption { file, offset, kind }) if read_only => {
-                    // Salvage: list the damage and go on with the next object.
-                    report.problems.push(Problem { file, offset, kind });
-                    want_lsn = None;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let (mut next_seq, mut next_lsn) = match objects.last_key_value() {
-            Some((&seq, o)) => (seq + 1, o.next_lsn()),
-            None => (want_seq, want_lsn.unwrap_or(1)),
         };
+        if read_only {
+            // Salvage reports a vanished object as a problem: relist then too.
+            let vanished = |r: &RecoveryReport| {
+                r.problems
+                    .iter()
+                    .any(|p| p.kind == CorruptionKind::ObjectVanished)
+            };
+            while vanished(&report) && attempt < RELIST_ATTEMPTS {
+                attempt += 1;
+                let again = scan(&loc, max, read_only)?;
+                report = again.report;
+                objects = again.objects;
+                log_id = again.log_id;
+                next_seq = again.next_seq;
+                next_lsn = again.next_lsn;
+            }
+        }
         if next_lsn > LSN_MAX && !read_only {
             return Err(Error::LsnExhausted);
         }
@@ -567,6 +658,11 @@ impl ObjectLog {
             st.leader = true;
             drop(st);
             self.cond.notify_all();
+            let mut guard = LeaderGuard {
+                log: self,
+                batch_id,
+                armed: true,
+            };
             bytes[..SEGMENT_HEADER_BYTES as usize]
                 .copy_from_slice(&self.header(seq, first_lsn).encode());
             let len = bytes.len() as u64;
@@ -581,6 +677,7 @@ impl ObjectLog {
                 }),
                 Err(e) => Err(e),
             };
+            guard.armed = false;
             st = self.lock()?;
             st.leader = false;
             st.done_id = batch_id;

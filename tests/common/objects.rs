@@ -125,6 +125,22 @@ pub struct Hook {
     pub after_listing: bool,
     /// (full path, bytes) to put.
     pub plant: Vec<(String, Vec<u8>)>,
+    /// Full paths to delete, after planting.
+    pub remove: Vec<String>,
+}
+
+/// What an [`Interleaving`] store does to PUTs (see [`Interleaving::fault`]).
+pub mod put_fault {
+    /// Pass PUTs through.
+    pub const NONE: u8 = 0;
+    /// Store the object, then report an error (a lost answer).
+    pub const STORE_THEN_FAIL: u8 = 1;
+    /// Report an error and store nothing.
+    pub const FAIL: u8 = 2;
+    /// Panic inside the PUT.
+    pub const PANIC: u8 = 3;
+    /// Store after a pause of 20 ms (a slow server).
+    pub const SLOW: u8 = 4;
 }
 
 /// An in-memory store that runs a [`Hook`] between two of this crate's
@@ -133,6 +149,8 @@ pub struct Interleaving {
     /// The store underneath.
     pub inner: Arc<InMemory>,
     hook: std::sync::Mutex<Option<Hook>>,
+    /// One of [`put_fault`]'s modes, applied to every PUT.
+    pub fault: std::sync::atomic::AtomicU8,
 }
 
 impl Interleaving {
@@ -141,6 +159,7 @@ impl Interleaving {
         Arc::new(Interleaving {
             inner,
             hook: std::sync::Mutex::new(None),
+            fault: std::sync::atomic::AtomicU8::new(put_fault::NONE),
         })
     }
     /// Arm `hook` for the next matching listing.
@@ -148,10 +167,14 @@ impl Interleaving {
         *self.hook.lock().unwrap() = Some(hook);
     }
     async fn plant(&self, hook: Option<Hook>) -> OsResult<()> {
-        for (path, bytes) in hook.map(|h| h.plant).unwrap_or_default() {
+        let Some(hook) = hook else { return Ok(()) };
+        for (path, bytes) in hook.plant {
             self.inner
                 .put(&Path::from(path), PutPayload::from(bytes))
                 .await?;
+        }
+        for path in hook.remove {
+            self.inner.delete(&Path::from(path)).await?;
         }
         Ok(())
     }
@@ -177,7 +200,23 @@ use streamwal::object::object_store::{
 #[async_trait::async_trait]
 impl ObjectStore for Interleaving {
     async fn put_opts(&self, l: &Path, p: PutPayload, o: PutOptions) -> OsResult<PutResult> {
-        self.inner.put_opts(l, p, o).await
+        let failed = || streamwal::object::object_store::Error::Generic {
+            store: "interleaving",
+            source: "injected PUT failure".into(),
+        };
+        match self.fault.load(std::sync::atomic::Ordering::SeqCst) {
+            put_fault::STORE_THEN_FAIL => {
+                self.inner.put_opts(l, p, o).await?;
+                Err(failed())
+            }
+            put_fault::FAIL => Err(failed()),
+            put_fault::PANIC => panic!("injected panic in PUT"),
+            put_fault::SLOW => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                self.inner.put_opts(l, p, o).await
+            }
+            _ => self.inner.put_opts(l, p, o).await,
+        }
     }
     async fn put_multipart_opts(
         &self,
