@@ -232,12 +232,14 @@ where
 #[cfg(feature = "object-store")]
 pub const RECEIVER_LOG_NAME: &str = "receiver";
 
-/// [`get_or_create`] with everything on object storage, at `url`
-/// (`s3://bucket/prefix`; see [`crate::object::ObjectLocation::parse`]).
-/// See [`get_or_create_at`].
+/// [`get_or_create`] with everything at one URL: on object storage
+/// (`s3://bucket/prefix`; see [`crate::object::ObjectLocation::parse`] and
+/// [`get_or_create_at`]), or for `file:///path` on the local file system,
+/// with the same layout (checkpoints in `path`, the journal in
+/// `path/journal`, the receiver log in `path/receiver`).
 ///
 /// # Errors
-/// [`Error::InvalidUrl`], and as [`get_or_create_at`].
+/// [`Error::InvalidUrl`], and as [`get_or_create_at`] or [`get_or_create`].
 #[cfg(feature = "object-store")]
 pub fn get_or_create_url<G, F>(
     url: &str,
@@ -249,12 +251,15 @@ where
     G: DeserializeOwned,
     F: FnOnce() -> G,
 {
-    get_or_create_at(
-        crate::object::ObjectLocation::parse(url)?,
-        opts,
-        now_ms,
-        create,
-    )
+    match crate::object::file_url_path(url)? {
+        Some(dir) => get_or_create(&dir, dir.join(RECEIVER_LOG_NAME), opts, now_ms, create),
+        None => get_or_create_at(
+            crate::object::ObjectLocation::parse(url)?,
+            opts,
+            now_ms,
+            create,
+        ),
+    }
 }
 
 /// Open or recover a streaming context kept on object storage (cargo

@@ -82,6 +82,11 @@ fn verify_passes_a_healthy_log() {
     assert_eq!(v["healthy"], true);
     assert_eq!(v["kind"], "log");
     assert_eq!(v["problems"].as_array().map(Vec::len), Some(0));
+
+    // A file:// URL names the same directory.
+    let o = run(&["verify", &format!("file://{}", s(&dir))]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("31 record(s)"), "{}", stdout(&o));
 }
 
 #[test]

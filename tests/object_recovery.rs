@@ -191,3 +191,24 @@ fn a_driver_that_was_taken_over_cannot_add_to_what_the_new_one_recovered() {
         assert_eq!(third.receiver_log.iter().count(), 1, "no stale block");
     }
 }
+
+#[test]
+fn a_file_url_is_the_local_durable_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("ctx");
+    let url = format!("file://{}", root.display());
+    let ctx = streamwal::recovery::get_or_create_url(&url, opts(), 0, Graph::new).unwrap();
+    let a = add(&ctx, 0, b"local", 1);
+    drop(ctx);
+    // The crate's own directory log and checkpoint store, laid out as on
+    // object storage.
+    assert!(root.join("journal").is_dir() && root.join("receiver").is_dir());
+    let rx = streamwal::Wal::open(root.join("receiver"), opts().receiver_log).unwrap();
+    assert_eq!(rx.read(&a.handle).unwrap(), b"local");
+    drop(rx);
+    let rx = streamwal::Wal::open_url(&format!("{url}/receiver"), opts().receiver_log).unwrap();
+    assert_eq!(rx.iter().count(), 1);
+    drop(rx);
+    let ctx = streamwal::recovery::get_or_create_url(&url, opts(), 1_000, Graph::new).unwrap();
+    assert_eq!(ctx.recovered.unwrap().unallocated[&0], vec![a]);
+}

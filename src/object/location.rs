@@ -36,6 +36,26 @@ impl Drop for Runtime {
     }
 }
 
+/// The directory a `file://` URL names; `None` for any other scheme.
+///
+/// # Errors
+/// [`Error::InvalidUrl`] if `url` does not parse, or is a `file://` URL
+/// that names no local path.
+pub fn file_url_path(url: &str) -> Result<Option<PathBuf>> {
+    let invalid = |reason: &str| Error::InvalidUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let parsed = url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
+    if parsed.scheme() != "file" {
+        return Ok(None);
+    }
+    parsed
+        .to_file_path()
+        .map(Some)
+        .map_err(|()| invalid("not a local path"))
+}
+
 /// How a create-only PUT went.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Created {
@@ -56,8 +76,10 @@ impl ObjectLocation {
     ///   survives the process).
     ///
     /// `file://` is refused: the `object_store` crate's local backend does
-    /// not fsync, so it could not keep this crate's durability promise; use
-    /// [`crate::checkpoint::CheckpointStore`] for a local directory.
+    /// not fsync, so it could not keep this crate's durability promise.
+    /// [`crate::Wal::open_url`] and [`crate::recovery::get_or_create_url`]
+    /// take `file://` URLs to the crate's own local log and checkpoint
+    /// store instead.
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] for a URL that does not parse or names an
@@ -84,7 +106,9 @@ impl ObjectLocation {
             }
             "file" => {
                 return Err(invalid(
-                    "file:// is not durable through object_store; use CheckpointStore".into(),
+                    "file:// is not durable through object_store; \
+                     Wal::open_url and get_or_create_url open it as a local directory"
+                        .into(),
                 ));
             }
             other => return Err(invalid(format!("unsupported scheme {other}"))),

@@ -45,7 +45,7 @@ mod location;
 mod log;
 
 pub use checkpoint::{ObjectCheckpointStore, ObjectLatest, RawObject, SkippedObject};
-pub use location::ObjectLocation;
+pub use location::{ObjectLocation, file_url_path};
 pub(crate) use log::ObjectLog;
 pub use log::{LOG_OBJECT_SUFFIX, log_object_name};
 /// The `object_store` crate this module is built on, re-exported so that a

@@ -100,15 +100,22 @@ impl Wal {
         each!(self, w => w.sync_policy())
     }
 
-    /// Open (or create) the log at an object-storage URL (`s3://bucket/prefix`,
-    /// `memory:///prefix`; see [`crate::object::ObjectLocation::parse`]).
-    /// See [`Wal::open_at`].
+    /// Open (or create) the log a URL names: on object storage
+    /// (`s3://bucket/prefix`, `memory:///prefix`; see
+    /// [`crate::object::ObjectLocation::parse`] and [`Wal::open_at`]), or,
+    /// for `file:///path`, the directory log [`Wal::open`] opens there (the
+    /// durable local log; the `object_store` crate's local backend does not
+    /// fsync).
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`](crate::Error::InvalidUrl), and as [`Wal::open_at`].
+    /// [`Error::InvalidUrl`](crate::Error::InvalidUrl), and as [`Wal::open_at`]
+    /// or [`Wal::open`].
     #[cfg(feature = "object-store")]
     pub fn open_url(url: &str, opts: WalOptions) -> Result<Wal> {
-        Wal::open_at(crate::object::ObjectLocation::parse(url)?, opts)
+        match crate::object::file_url_path(url)? {
+            Some(dir) => Wal::open(dir, opts),
+            None => Wal::open_at(crate::object::ObjectLocation::parse(url)?, opts),
+        }
     }
 
     /// Open (or create) the log on object storage at `location` (cargo

@@ -108,7 +108,8 @@ fn line(format: Format, h: &streamwal::RecordHandle, payload: &[u8], events: boo
 }
 
 /// Run `streamwal dump`.
-pub fn run(args: DumpArgs) -> Result<ExitCode, String> {
+pub fn run(mut args: DumpArgs) -> Result<ExitCode, String> {
+    args.dir = crate::remote::local(&args.dir);
     let url = crate::remote::url_of(&args.dir);
     if url.is_none() && detect(&args.dir)? == DirKind::Checkpoints {
         return Err(format!(

@@ -103,7 +103,8 @@ pub fn replay_journal(
 }
 
 /// Run `streamwal inspect`.
-pub fn run(args: InspectArgs) -> Result<ExitCode, String> {
+pub fn run(mut args: InspectArgs) -> Result<ExitCode, String> {
+    args.dir = crate::remote::local(&args.dir);
     if let Some(url) = crate::remote::url_of(&args.dir) {
         return crate::remote::inspect(url);
     }

@@ -8,9 +8,22 @@
 use crate::DirKind;
 use std::path::{Path, PathBuf};
 
-/// The URL in a command's path argument, if it is one.
+/// The URL in a command's path argument, if it is one (`file://` URLs are
+/// local paths: see [`local`]).
 pub fn url_of(p: &Path) -> Option<&str> {
     p.to_str().filter(|s| s.contains("://"))
+}
+
+/// A `file:///path` argument as the path it names; anything else as is.
+pub fn local(p: &Path) -> PathBuf {
+    match p.to_str().and_then(|s| s.strip_prefix("file://")) {
+        Some(rest) if rest.starts_with('/') => PathBuf::from(rest),
+        Some(rest) => match rest.strip_prefix("localhost") {
+            Some(path) if path.starts_with('/') => PathBuf::from(path),
+            _ => p.to_path_buf(),
+        },
+        None => p.to_path_buf(),
+    }
 }
 
 /// One problem: (object, offset, reason).

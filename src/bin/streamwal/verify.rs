@@ -38,7 +38,8 @@ pub fn in_torn_tail(scan: &LogScan, file: &Path, offset: u64) -> bool {
 }
 
 /// Run `streamwal verify`.
-pub fn run(args: VerifyArgs) -> Result<ExitCode, String> {
+pub fn run(mut args: VerifyArgs) -> Result<ExitCode, String> {
+    args.dir = crate::remote::local(&args.dir);
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let (kind, summary) = match crate::remote::url_of(&args.dir) {
