@@ -12,8 +12,11 @@ use crate::limits::SEGMENT_HEADER_BYTES;
 /// It reads the records that were written when it was created; later appends
 /// are not seen. Every frame is checked (checksums, LSN order, segment links)
 /// as it is read; the first problem is yielded as an error and ends the
-/// iteration (in salvage mode, damage is skipped instead). It holds the
-/// segment files open, so retention running meanwhile does not disturb it.
+/// iteration (in salvage mode, damage is skipped instead). Over a directory
+/// it holds the segment files open, so retention running meanwhile does not
+/// disturb it. Over object storage it reads each object (one GET) when it
+/// reaches it: an object retention deleted meanwhile ends the iteration
+/// with [`Error::NotFound`].
 #[derive(Debug)]
 pub struct WalIter {
     segments: std::vec::IntoIter<SegmentInfo>,
