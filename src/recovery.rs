@@ -269,11 +269,17 @@ where
 /// journal in `journal/` and the receiver log in `receiver/` (both
 /// [`Wal::open_at`]).
 ///
-/// Opening takes the location over: the checkpoint store takes a new epoch
-/// and the two logs are claimed, so a driver that opened it before is
-/// fenced (its checkpoints stop counting, its appends fail with
-/// [`Error::LogTakenOver`]). The journal and the receiver log must use
-/// [`crate::SyncPolicy::Always`] (the default).
+/// Opening takes the location over, part by part: the checkpoint store
+/// takes a new epoch, then the journal and the receiver log are claimed.
+/// A driver that opened it before is fenced as each part is taken (its
+/// checkpoints stop counting, its appends fail with
+/// [`Error::LogTakenOver`]); until then it can still write that part, and
+/// what it wrote is what the new driver recovers. A driver that gets
+/// [`Error::Fenced`] or [`Error::LogTakenOver`] from any part must stop:
+/// two drivers opening at the same moment can each win a different part,
+/// and both then fail at their first write to a part the other holds. The
+/// journal and the receiver log must use [`crate::SyncPolicy::Always`]
+/// (the default).
 ///
 /// # Errors
 /// As [`get_or_create_with_storage`], with [`Error::Remote`] for failed

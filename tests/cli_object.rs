@@ -99,6 +99,48 @@ fn verify_dump_and_inspect_take_a_url() {
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     assert!(out(&o).contains("checkpoint 1000  valid"), "{}", out(&o));
 
+    // Journal events a checkpoint needs are gone (a floor planted past
+    // them): verify says so, naming the journal.
+    let gap_url = format!("{base}/gap");
+    let mut ctx = get_or_create_at(b.location("gap"), ContextOptions::new(1_000), 0, || {
+        BTreeMap::<String, u64>::new()
+    })
+    .unwrap();
+    let add = |ctx: &streamwal::recovery::StreamingContext<BTreeMap<String, u64>>, t: u64| {
+        let handle = ctx.receiver_log.append(b"block").unwrap();
+        ctx.tracker
+            .add_block(BlockInfo {
+                stream_id: 0,
+                handle,
+                records: 1,
+                receive_time: t,
+            })
+            .unwrap();
+    };
+    add(&ctx, 1);
+    ctx.checkpoint(1_000, vec![], BTreeMap::new()).unwrap();
+    for t in 2..5 {
+        add(&ctx, t);
+    }
+    let events: Vec<_> = ctx.tracker.journal().iter().map(|r| r.unwrap().0).collect();
+    drop(ctx);
+    let o = run(&["verify", &gap_url]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    let second_after = events[events.len() - 2];
+    plant(
+        &*b,
+        "gap/journal",
+        &format!("floor-{:020}", second_after.segment()),
+        vec![],
+    );
+    let o = run(&["verify", &gap_url]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        out(&o).contains("is needed but the journal starts at LSN"),
+        "{}",
+        out(&o)
+    );
+
     // Nothing there at all is an error, not a healthy empty log.
     let o = run(&["verify", &format!("{base}/nothing")]);
     assert_eq!(o.status.code(), Some(2), "{}", out(&o));

@@ -712,15 +712,59 @@ fn an_object_deleted_between_listing_and_reading_is_listed_again() {
     let hs: Vec<RecordHandle> = (0..4u8).map(|i| wal.append(&[i]).unwrap()).collect();
     drop(wal);
     // Right after the next opener lists, retention elsewhere raises the
-    // floor past the first record's object and deletes it.
-    store.arm(Hook {
-        listing_ends_with: "log".into(),
-        after_listing: true,
-        plant: vec![(format!("t/log/floor-{:020}", hs[1].segment()), vec![])],
-        remove: vec![format!("t/log/{}", log_object_name(hs[0].segment()))],
-    });
-    let wal = Wal::open_at(loc(), opts()).unwrap();
-    assert_eq!(wal.first_lsn(), Some(hs[1].lsn()));
-    let got: Vec<u64> = all(&wal).iter().map(|(h, _)| h.lsn()).collect();
-    assert_eq!(got, vec![hs[1].lsn(), hs[2].lsn(), hs[3].lsn()]);
+    // floor past the first record's object and deletes it: the opener
+    // follows the floor, strict or salvage, and reports no damage.
+    for salvage in [true, false] {
+        let (floor, gone) = if salvage {
+            (hs[1].segment(), hs[0].segment())
+        } else {
+            (hs[2].segment(), hs[1].segment())
+        };
+        store.arm(Hook {
+            listing_ends_with: "log".into(),
+            after_listing: true,
+            plant: vec![(format!("t/log/floor-{floor:020}"), vec![])],
+            remove: vec![format!("t/log/{}", log_object_name(gone))],
+        });
+        let o = WalOptions {
+            recovery_mode: if salvage {
+                RecoveryMode::Salvage
+            } else {
+                RecoveryMode::Strict
+            },
+            ..opts()
+        };
+        let wal = Wal::open_at(loc(), o).unwrap();
+        assert!(wal.recovery_report().problems.is_empty(), "{salvage}");
+        let first = hs.iter().find(|h| h.segment() == floor).unwrap().lsn();
+        assert_eq!(wal.first_lsn(), Some(first));
+        let got: Vec<u64> = all(&wal).iter().map(|(h, _)| h.lsn()).collect();
+        let want: Vec<u64> = hs.iter().map(|h| h.lsn()).filter(|&l| l >= first).collect();
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn retention_beside_appends_never_mistakes_the_writers_own_batches_for_a_takeover() {
+    let wal = Arc::new(open(&*backends("olog_purge_race")[0], "log"));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let (wal, done) = (wal.clone(), done.clone());
+        std::thread::spawn(move || {
+            for i in 0..20_000u32 {
+                wal.append(&i.to_le_bytes()).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let mut purges = 0;
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        let next = wal.next_lsn();
+        wal.purge_before_lsn(next.saturating_sub(10)).unwrap();
+        purges += 1;
+    }
+    appender.join().unwrap();
+    assert!(purges > 10, "{purges}");
+    assert!(!wal.is_poisoned());
+    assert_eq!(wal.next_lsn(), 20_001);
 }

@@ -38,8 +38,8 @@ const DIGITS: usize = 20;
 /// Attempts at claiming the next sequence number while other writers keep
 /// storing objects there first.
 const CLAIM_ATTEMPTS: usize = 32;
-/// Times opening lists again when an object vanished before it was read.
-const RELIST_ATTEMPTS: usize = 3;
+/// Times opening follows a floor that retention raised while it read.
+const FLOOR_RISES_MAX: usize = 1_000;
 
 /// The name of log object `seq`.
 pub fn log_object_name(seq: u64) -> String {
@@ -268,27 +268,16 @@ struct Scan {
 /// List the log at `loc` and read and check every object from the floor on.
 fn scan(loc: &ObjectLocation, max: u64, read_only: bool) -> Result<Scan> {
     let mut report = RecoveryReport::default();
-    let mut seqs = Vec::new();
-    let mut floor = 0;
-    for name in loc.list("")? {
-        match (parse_name(&name), parse_floor(&name)) {
-            (Some(seq), _) => seqs.push(seq),
-            (None, Some(f)) => floor = floor.max(f),
-            (None, None) => report.ignored_files.push(name),
-        }
-    }
-    // Below the floor: retention's leftovers and old claims, kept only
-    // so that fenced writers keep colliding with them.
-    seqs.retain(|&s| s >= floor);
-    seqs.sort_unstable();
-    report.ignored_files.sort();
-
+    let (mut seqs, mut floor) = list_log(loc, Some(&mut report.ignored_files))?;
     let mut objects = BTreeMap::new();
     let mut log_id = None;
     // The chain so far: the next sequence number and LSN it expects.
     let mut want_seq = floor.max(1);
     let mut want_lsn = (floor == 0).then_some(1);
-    for seq in seqs {
+    let mut rises = 0;
+    let mut i = 0;
+    while let Some(&seq) = seqs.get(i) {
+        i += 1;
         let name = log_object_name(seq);
         let damage = |offset, kind| Error::corruption(loc.display(&name), offset, kind);
         if seq != want_seq {
@@ -308,7 +297,24 @@ fn scan(loc: &ObjectLocation, max: u64, read_only: bool) -> Result<Scan> {
             want_lsn = None;
         }
         let checked = match loc.get(&name, max) {
-            Ok(None) => Err(damage(0, CorruptionKind::ObjectVanished)),
+            Ok(None) => {
+                // Deleted since the listing: by a writer's retention, which
+                // raised the floor past it first. Go on from that floor
+                // with a fresh listing; otherwise it is lost.
+                let (now, new_floor) = list_log(loc, None)?;
+                if new_floor > seq && rises < FLOOR_RISES_MAX {
+                    rises += 1;
+                    floor = new_floor;
+                    seqs = now;
+                    i = 0;
+                    objects.clear();
+                    report.problems.clear();
+                    want_seq = floor;
+                    want_lsn = None;
+                    continue;
+                }
+                Err(damage(0, CorruptionKind::ObjectVanished))
+            }
             Ok(Some(bytes)) => parse_object(&bytes, seq, log_id, want_lsn)
                 .map_err(|(offset, kind)| damage(offset, kind)),
             Err(Error::TooLarge { size, max }) => Err(damage(
@@ -322,8 +328,6 @@ fn scan(loc: &ObjectLocation, max: u64, read_only: bool) -> Result<Scan> {
             Ok(p) => {
                 log_id = Some(p.log_id);
                 want_lsn = Some(p.info.next_lsn());
-                report.records += p.info.records;
-                report.segments += 1;
                 objects.insert(seq, p.info);
             }
             Err(Error::Corruption { file, offset, kind }) if read_only => {
@@ -334,15 +338,24 @@ fn scan(loc: &ObjectLocation, max: u64, read_only: bool) -> Result<Scan> {
             Err(e) => return Err(e),
         }
     }
+    report.segments = objects.len();
+    report.records = objects.values().map(|o| o.records).sum();
     let (next_seq, next_lsn) = match objects.last_key_value() {
         Some((&seq, o)) => (seq + 1, o.next_lsn()),
         // A floor with nothing at or after it: the log's objects are gone.
-        None if floor > 0 && !read_only => {
-            return Err(Error::corruption(
+        None if floor > 0 => {
+            let gone = Error::corruption(
                 loc.display(&log_object_name(floor)),
                 0,
                 CorruptionKind::ObjectVanished,
-            ));
+            );
+            match gone {
+                Error::Corruption { file, offset, kind } if read_only => {
+                    report.problems.push(Problem { file, offset, kind });
+                    (want_seq, want_lsn.unwrap_or(1))
+                }
+                gone => return Err(gone),
+            }
         }
         None => (want_seq, want_lsn.unwrap_or(1)),
     };
@@ -353,6 +366,35 @@ fn scan(loc: &ObjectLocation, max: u64, read_only: bool) -> Result<Scan> {
         next_seq,
         next_lsn,
     })
+}
+
+/// The log's object sequence numbers at or above the newest floor, sorted,
+/// and that floor (0 if none). Other names go to `ignored`.
+fn list_log(
+    loc: &ObjectLocation,
+    mut ignored: Option<&mut Vec<String>>,
+) -> Result<(Vec<u64>, u64)> {
+    let mut seqs = Vec::new();
+    let mut floor = 0;
+    for name in loc.list("")? {
+        match (parse_name(&name), parse_floor(&name)) {
+            (Some(seq), _) => seqs.push(seq),
+            (None, Some(f)) => floor = floor.max(f),
+            (None, None) => {
+                if let Some(v) = ignored.as_deref_mut() {
+                    v.push(name);
+                }
+            }
+        }
+    }
+    // Below the floor: retention's leftovers and old claims, kept only so
+    // that fenced writers keep colliding with them.
+    seqs.retain(|&s| s >= floor);
+    seqs.sort_unstable();
+    if let Some(v) = ignored {
+        v.sort();
+    }
+    Ok((seqs, floor))
 }
 
 impl ObjectLog {
@@ -371,42 +413,13 @@ impl ObjectLog {
         let display = PathBuf::from(loc.url());
         let read_only = opts.recovery_mode == RecoveryMode::Salvage;
         let max = object_bytes_max(&opts);
-        // An object deleted between the listing and its read (another
-        // writer's retention): list again.
-        let mut attempt = 0;
         let Scan {
             mut report,
             mut objects,
-            mut log_id,
+            log_id,
             mut next_seq,
             mut next_lsn,
-        } = loop {
-            attempt += 1;
-            match scan(&loc, max, read_only) {
-                Err(Error::Corruption {
-                    kind: CorruptionKind::ObjectVanished,
-                    ..
-                }) if attempt < RELIST_ATTEMPTS => continue,
-                other => break other?,
-            }
-        };
-        if read_only {
-            // Salvage reports a vanished object as a problem: relist then too.
-            let vanished = |r: &RecoveryReport| {
-                r.problems
-                    .iter()
-                    .any(|p| p.kind == CorruptionKind::ObjectVanished)
-            };
-            while vanished(&report) && attempt < RELIST_ATTEMPTS {
-                attempt += 1;
-                let again = scan(&loc, max, read_only)?;
-                report = again.report;
-                objects = again.objects;
-                log_id = again.log_id;
-                next_seq = again.next_seq;
-                next_lsn = again.next_lsn;
-            }
-        }
+        } = scan(&loc, max, read_only)?;
         if next_lsn > LSN_MAX && !read_only {
             return Err(Error::LsnExhausted);
         }
@@ -805,7 +818,7 @@ impl ObjectLog {
             return Err(Error::ReadOnly);
         }
         let _one_at_a_time = self.retention.lock().map_err(|_| Error::Poisoned)?;
-        let (victims, pending_seq) = {
+        let victims: Vec<u64> = {
             let st = self.lock()?;
             if st.poisoned {
                 return Err(Error::Poisoned);
@@ -814,31 +827,35 @@ impl ObjectLog {
             // a claim: a fenced writer's next PUT targets a claim's name,
             // and must keep colliding with it.
             let newest = st.objects.last_key_value().map_or(0, |(&s, _)| s);
-            let victims: Vec<u64> = st
-                .objects
+            st.objects
                 .iter()
                 .filter(|&(&s, _)| s < newest)
                 .take_while(|(_, o)| o.records == 0 || qualifies(o))
                 .filter(|(_, o)| o.records > 0)
                 .map(|(&s, _)| s)
-                .collect();
-            (victims, st.pending_seq)
+                .collect()
         };
         let Some(&last) = victims.last() else {
             return Ok(0);
         };
         // A writer that was taken over must not delete what its successor
-        // recovered: look for objects past our own first.
+        // recovered: look for an object past every name this log has taken
+        // (read after the listing, so that our own batches stored meanwhile
+        // are below it).
         let listed = self.loc.list("")?;
-        if listed
-            .iter()
-            .filter_map(|n| parse_name(n))
-            .any(|s| s >= pending_seq)
         {
-            self.lock()?.poisoned = true;
-            return Err(Error::LogTakenOver {
-                location: self.display.display().to_string(),
-            });
+            let mut st = self.lock()?;
+            let ours_below = st.pending_seq;
+            if listed
+                .iter()
+                .filter_map(|n| parse_name(n))
+                .any(|s| s >= ours_below)
+            {
+                st.poisoned = true;
+                return Err(Error::LogTakenOver {
+                    location: self.display.display().to_string(),
+                });
+            }
         }
         // The floor first: once it is there, readers ignore what is below
         // it, so a crash part-way through the deletes leaves a valid log.
@@ -847,16 +864,20 @@ impl ObjectLog {
         if let Created::AlreadyExists = self.loc.put_new(&floor_name, Vec::new())? {
             // Written by an earlier purge that failed later: fine.
         }
+        {
+            // From now on the log starts at the floor, for this writer as
+            // for every reader. Claims below it stay in the store only.
+            let mut st = self.lock()?;
+            st.objects = st.objects.split_off(&floor);
+        }
         let mut removed = 0;
         for seq in victims {
+            // A failure leaves the rest below the floor, where readers
+            // ignore it and the next purge's floor does not reach again:
+            // left over (see docs/DESIGN.md).
             self.loc.delete(&log_object_name(seq))?;
             self.counters.removed.fetch_add(1, Ordering::Relaxed);
             removed += 1;
-        }
-        {
-            let mut st = self.lock()?;
-            // Claims below the floor stay in the store, not in the log.
-            st.objects = st.objects.split_off(&floor);
         }
         for old in listed
             .iter()

@@ -135,6 +135,11 @@ impl Wal {
     /// old driver cannot add to what the new one recovered. Nothing locks
     /// the location otherwise: the latest opener wins.
     ///
+    /// A failed append poisons the log, as on disk. Its records' fate is
+    /// unknown, and an [`append_batch`](Wal::append_batch) larger than
+    /// `max_batch_bytes` spans several objects: when it fails, a prefix of
+    /// it may be stored (a reopen shows it).
+    ///
     /// Options: `sync_policy` must be [`crate::SyncPolicy::Always`];
     /// `max_batch_bytes` bounds an object; `max_record_bytes` as on disk;
     /// `segment_bytes`, `preallocate` and `prepare_ahead` do not apply;

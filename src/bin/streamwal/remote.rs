@@ -158,6 +158,19 @@ mod imp {
                 format!("the journal ends at LSN {last} but the checkpoint refers to LSN {lsn}"),
             ));
         }
+        if last > lsn
+            && let Some(first) = journal.first_lsn()
+            && first > lsn + 1
+        {
+            problems.push((
+                journal.dir().to_path_buf(),
+                0,
+                format!(
+                    "LSN {} is needed but the journal starts at LSN {first}",
+                    lsn + 1
+                ),
+            ));
+        }
         let mut replayed = 0;
         if last > lsn {
             for item in journal.iter_from(lsn + 1) {
