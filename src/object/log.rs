@@ -2,12 +2,14 @@
 //! group-commit batch.
 //!
 //! Objects under the log's location are named `NNNNNNNNNNNNNNNNNNNN.wal`,
-//! the object's sequence number in 20 digits, consecutive from the oldest
-//! retained. Each holds the 64-byte segment header of docs/FORMAT.md
+//! the object's sequence number in 20 digits, consecutive from the newest
+//! floor. Each holds the 64-byte segment header of docs/FORMAT.md
 //! (sequence number, first LSN, log id; an unsynced window of 0, since an
 //! object is whole or absent) followed by the batch's frames, nothing after
-//! them. An object with no frames is a *claim*: the writer that opens the
-//! log stores one at the next sequence number.
+//! them. An object with no frames is a *claim* (the header, an 8-byte
+//! random nonce and a CRC32 of both): the writer that opens the log stores
+//! one at the next sequence number. `floor-NNNN` objects record retention:
+//! readers ignore every object below the newest floor.
 //!
 //! Every object is written with a conditional PUT (`If-None-Match: *`), one
 //! at a time and in order, so a name is written once, by one writer. That
@@ -47,8 +49,9 @@ pub fn log_object_name(seq: u64) -> String {
 }
 
 /// Bytes after the header of a claim: a random nonce, so that two writers'
-/// claims of the same name never hold the same bytes.
-const CLAIM_NONCE_BYTES: usize = 8;
+/// claims of the same name never hold the same bytes, and a CRC32 of the
+/// header and nonce.
+const CLAIM_TAIL_BYTES: usize = 12;
 const FLOOR_PREFIX: &str = "floor-";
 
 /// `floor-NNNN` -> NNNN: retention deleted the log below that object.
@@ -123,8 +126,19 @@ fn parse_object(
     let identity = header.identity();
     let mut frames = Vec::new();
     let mut pos = SEGMENT_HEADER_BYTES as usize;
-    if bytes.len() == pos + CLAIM_NONCE_BYTES {
-        // A claim: the header and its writer's nonce (no frame is this short).
+    if bytes.len() == pos + CLAIM_TAIL_BYTES {
+        // A claim: the header, its writer's nonce and a CRC32 (no frame is
+        // this short).
+        let (body, crc) = bytes.split_at(pos + 8);
+        let mut stored = [0u8; 4];
+        stored.copy_from_slice(crc);
+        let (expected, actual) = (u32::from_le_bytes(stored), crc32fast::hash(body));
+        if expected != actual {
+            return Err((
+                pos as u64,
+                CorruptionKind::ChecksumMismatch { expected, actual },
+            ));
+        }
         pos = bytes.len();
     }
     let mut lsn = header.first_lsn;
@@ -454,6 +468,8 @@ impl ObjectLog {
             for _ in 0..CLAIM_ATTEMPTS {
                 let mut claim = log.header(next_seq, next_lsn).encode().to_vec();
                 claim.extend_from_slice(&crate::wal::random_id().to_le_bytes());
+                let crc = crc32fast::hash(&claim);
+                claim.extend_from_slice(&crc.to_le_bytes());
                 match log.store(next_seq, claim)? {
                     Stored::Ours => {
                         log.counters.created.fetch_add(1, Ordering::Relaxed);
@@ -462,7 +478,7 @@ impl ObjectLog {
                             ObjInfo {
                                 first_lsn: next_lsn,
                                 records: 0,
-                                len: SEGMENT_HEADER_BYTES + CLAIM_NONCE_BYTES as u64,
+                                len: SEGMENT_HEADER_BYTES + CLAIM_TAIL_BYTES as u64,
                                 max_time: 0,
                                 max_record_bytes: log.opts.max_record_bytes,
                             },
