@@ -1,11 +1,12 @@
-//! Faults at the HTTP level, between the checkpoint store and a real
-//! S3-protocol server: a proxy on loopback that passes requests through,
-//! loses the responses to PUTs after forwarding them (the object may have
-//! been stored), or refuses connections. A write is acknowledged only if
-//! its checkpoint is there, and a takeover whose answers were lost leaves a
-//! prefix the next driver can take over. Needs `STREAMWAL_S3_URL` and `AWS_ENDPOINT` (as
-//! `.ci/run` sets them); skipped without, failed without if
-//! `STREAMWAL_REQUIRE_S3` is set.
+//! Faults at the HTTP level, between the checkpoint store or the log and a
+//! real S3-protocol server: a proxy on loopback that passes requests
+//! through, loses the responses to PUTs after forwarding them (the object
+//! may have been stored), holds them back past the client's timeout,
+//! answers PUTs with 503, or refuses connections. A write is acknowledged
+//! only if its object is there, never stored twice, and a takeover whose
+//! answers were lost leaves a prefix the next driver can take over. Needs
+//! `STREAMWAL_S3_URL` and `AWS_ENDPOINT` (as `.ci/run` sets them); skipped
+//! without, failed without if `STREAMWAL_REQUIRE_S3` is set.
 #![cfg(feature = "object-store")]
 
 use std::io::{Read, Write};
@@ -25,6 +26,11 @@ const PASS: u8 = 0;
 const LOSE_PUT_RESPONSES: u8 = 1;
 /// Accept connections and close them at once.
 const REFUSE: u8 = 2;
+/// Forward PUT requests and hold their responses back for 3 s, past the
+/// client's 2 s timeout: the object is stored, the client retries.
+const DELAY_PUT_RESPONSES: u8 = 3;
+/// Answer every PUT with `503 Service Unavailable` without forwarding it.
+const FAIL_PUTS: u8 = 4;
 
 /// Start the proxy in front of `upstream` (host:port); returns its port.
 fn proxy(upstream: String, mode: Arc<AtomicU8>) -> u16 {
@@ -45,7 +51,8 @@ fn proxy(upstream: String, mode: Arc<AtomicU8>) -> u16 {
             // (requests on one connection are sequential).
             let put = Arc::new(AtomicBool::new(false));
             let p2 = put.clone();
-            std::thread::spawn(move || pump(client, server, Side::Request(p2)));
+            let m2 = mode.clone();
+            std::thread::spawn(move || pump(client, server, Side::Request(p2, m2)));
             let mode = mode.clone();
             std::thread::spawn(move || pump(s2, c2, Side::Response(mode, put)));
         }
@@ -54,8 +61,9 @@ fn proxy(upstream: String, mode: Arc<AtomicU8>) -> u16 {
 }
 
 enum Side {
-    /// Client to server: note whether each request is a PUT.
-    Request(Arc<AtomicBool>),
+    /// Client to server: note whether each request is a PUT (and answer
+    /// it with a 503 in mode `FAIL_PUTS`).
+    Request(Arc<AtomicBool>, Arc<AtomicU8>),
     /// Server to client: cut as the mode says.
     Response(Arc<AtomicU8>, Arc<AtomicBool>),
 }
@@ -70,17 +78,24 @@ fn pump(mut from: TcpStream, mut to: TcpStream, side: Side) {
             Ok(n) => n,
         };
         match &side {
-            Side::Request(put) => {
+            Side::Request(put, mode) => {
                 // A chunk that starts a request starts with its method.
                 for m in [&b"PUT "[..], b"GET ", b"HEAD ", b"DELETE ", b"POST "] {
                     if buf[..n].starts_with(m) {
                         put.store(m == b"PUT ", Ordering::SeqCst);
                     }
                 }
+                if put.load(Ordering::SeqCst) && mode.load(Ordering::SeqCst) == FAIL_PUTS {
+                    let _ = from.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    break;
+                }
             }
             Side::Response(mode, put) => match mode.load(Ordering::SeqCst) {
-                PASS => {}
-                LOSE_PUT_RESPONSES if !put.load(Ordering::SeqCst) => {}
+                PASS | FAIL_PUTS => {}
+                LOSE_PUT_RESPONSES | DELAY_PUT_RESPONSES if !put.load(Ordering::SeqCst) => {}
+                DELAY_PUT_RESPONSES => std::thread::sleep(Duration::from_secs(3)),
                 _ => break,
             },
         }
@@ -300,4 +315,37 @@ fn a_log_append_whose_answer_was_lost_is_an_error_or_stored_once() {
         !got.iter()
             .any(|r| r.as_slice() == b"four" || r.as_slice() == b"five")
     );
+}
+
+#[test]
+fn a_log_append_whose_answer_is_late_or_refused_by_the_server_is_settled() {
+    let Some(s) = Setup::new("faults_log_slow") else {
+        return;
+    };
+    let wal = streamwal::Wal::open_at(s.location(), streamwal::WalOptions::default()).unwrap();
+    wal.append(b"one").unwrap();
+    // The answer comes after the client gave up and retried: the record is
+    // either acknowledged and stored once, or not acknowledged.
+    s.set(DELAY_PUT_RESPONSES);
+    let acked = wal.append(b"two").is_ok();
+    s.set(PASS);
+    let got = log_records(&s);
+    let twos = got.iter().filter(|r| r.as_slice() == b"two").count();
+    eprintln!("late answer: acknowledged {acked}, stored {twos} time(s)");
+    assert!(twos <= 1, "{got:?}");
+    if acked {
+        assert_eq!(twos, 1, "{got:?}");
+    }
+    drop(wal);
+
+    // The server answers 503 to every PUT, through the client's retries:
+    // an error, nothing stored, the log poisoned.
+    let wal = streamwal::Wal::open_at(s.location(), streamwal::WalOptions::default()).unwrap();
+    let before = log_records(&s);
+    s.set(FAIL_PUTS);
+    let r = wal.append(b"three");
+    s.set(PASS);
+    assert!(matches!(r, Err(Error::Remote { .. })), "{r:?}");
+    assert!(wal.is_poisoned());
+    assert_eq!(log_records(&s), before);
 }
