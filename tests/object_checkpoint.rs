@@ -8,61 +8,22 @@
 
 mod common;
 
-use common::objects::{Hook, Interleaving};
+use common::objects::{Backend, Hook, Interleaving, backends, plant};
 
 use std::sync::Arc;
 use streamwal::checkpoint::{Checkpoint, CheckpointOptions, CheckpointStore};
 use streamwal::object::object_store::memory::InMemory;
-use streamwal::object::object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
 use streamwal::object::{ObjectCheckpointStore, ObjectLocation};
 use streamwal::tracker::TrackerState;
 use streamwal::{CorruptionKind, Error};
 
-/// Somewhere two stores can open the same prefix.
-trait Backend: Send + Sync {
-    fn location(&self) -> ObjectLocation;
-    /// Put raw bytes under the prefix (to plant damage or stale objects).
-    fn plant(&self, name: &str, bytes: Vec<u8>);
-}
+/// Where the checkpoints go below each backend's prefix.
+const CKPT: &str = "ckpt";
 
-struct Memory {
-    store: Arc<InMemory>,
-}
-
-impl Backend for Memory {
-    fn location(&self) -> ObjectLocation {
-        ObjectLocation::with_store(self.store.clone(), "engine/ckpt").unwrap()
-    }
-    fn plant(&self, name: &str, bytes: Vec<u8>) {
-        let rt = tokio_rt();
-        rt.block_on(self.store.put(
-            &Path::from(format!("engine/ckpt/{name}")),
-            PutPayload::from(bytes),
-        ))
-        .unwrap();
-    }
-}
-
-struct S3 {
-    url: String,
-}
-
-impl Backend for S3 {
-    fn location(&self) -> ObjectLocation {
-        ObjectLocation::parse(&self.url).unwrap()
-    }
-    fn plant(&self, name: &str, bytes: Vec<u8>) {
-        // Through the same client library the crate uses.
-        let parsed = url::Url::parse(&format!("{}/{name}", self.url)).unwrap();
-        let env = std::env::vars()
-            .filter(|(k, _)| k.starts_with("AWS_"))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v));
-        let (store, path): (Box<dyn ObjectStore>, Path) =
-            streamwal::object::object_store::parse_url_opts(&parsed, env).unwrap();
-        tokio_rt()
-            .block_on(store.put(&path, PutPayload::from(bytes)))
-            .unwrap();
-    }
+/// Put raw bytes under the checkpoints' prefix (to plant damage or stale
+/// objects).
+fn put(b: &dyn Backend, name: &str, bytes: Vec<u8>) {
+    plant(b, CKPT, name, bytes);
 }
 
 fn tokio_rt() -> tokio::runtime::Runtime {
@@ -70,30 +31,6 @@ fn tokio_rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// The backends a test runs on: memory always; S3 when configured, under a
-/// prefix of its own.
-fn backends(test: &str) -> Vec<Arc<dyn Backend>> {
-    let mut all: Vec<Arc<dyn Backend>> = vec![Arc::new(Memory {
-        store: Arc::new(InMemory::new()),
-    })];
-    match std::env::var("STREAMWAL_S3_URL") {
-        Ok(base) => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            all.push(Arc::new(S3 {
-                url: format!("{}/{test}-{nanos}", base.trim_end_matches('/')),
-            }));
-        }
-        Err(_) if std::env::var_os("STREAMWAL_REQUIRE_S3").is_some() => {
-            panic!("STREAMWAL_REQUIRE_S3 is set but STREAMWAL_S3_URL is not")
-        }
-        Err(_) => eprintln!("{test}: STREAMWAL_S3_URL not set, S3 half skipped"),
-    }
-    all
 }
 
 fn ckpt(batch_time: u64, graph: &str) -> Checkpoint<String> {
@@ -124,7 +61,7 @@ fn latest_time(store: &ObjectCheckpointStore) -> Option<(u64, String)> {
 #[test]
 fn checkpoints_round_trip_and_survive_a_new_driver() {
     for b in backends("round_trip") {
-        let store = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let store = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         assert_eq!(store.epoch(), Some(1));
         assert_eq!(latest_time(&store), None);
         for t in [1000, 2000, 3000] {
@@ -135,7 +72,7 @@ fn checkpoints_round_trip_and_survive_a_new_driver() {
         assert_eq!(got.journal_lsn, 300);
         assert_eq!(got.pending_batches, vec![3000]);
         // A driver restarted elsewhere finds the same checkpoint.
-        let next = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let next = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         assert_eq!(next.epoch(), Some(2));
         assert_eq!(latest_time(&next), Some((3000, "graph 3000".into())));
         assert_eq!(next.journal_floor().unwrap(), Some(100));
@@ -145,7 +82,7 @@ fn checkpoints_round_trip_and_survive_a_new_driver() {
 #[test]
 fn retention_keeps_the_newest() {
     for b in backends("retention") {
-        let store = ObjectCheckpointStore::open_at(b.location(), opts(3)).unwrap();
+        let store = ObjectCheckpointStore::open_at(b.location(CKPT), opts(3)).unwrap();
         for t in 1..=7u64 {
             store.write(&ckpt(t * 1000, "g")).unwrap();
         }
@@ -157,7 +94,7 @@ fn retention_keeps_the_newest() {
 #[test]
 fn a_damaged_newest_checkpoint_is_skipped_with_its_reason() {
     for b in backends("damaged") {
-        let store = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let store = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         store.write(&ckpt(1000, "good")).unwrap();
         // A newer checkpoint of this epoch whose bytes rotted.
         let mut bytes = CheckpointStore::encode(&ckpt(2000, "rotten"))
@@ -166,7 +103,7 @@ fn a_damaged_newest_checkpoint_is_skipped_with_its_reason() {
             .to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40;
-        b.plant(&ckpt_name(2000, store.epoch().unwrap()), bytes);
+        put(&*b, &ckpt_name(2000, store.epoch().unwrap()), bytes);
         let latest = store.latest::<String>().unwrap();
         assert_eq!(latest.checkpoint.map(|(_, c)| c.batch_time), Some(1000));
         assert_eq!(latest.skipped.len(), 1);
@@ -190,20 +127,20 @@ fn ckpt_name(t: u64, e: u64) -> String {
 
 fn plant_checkpoint(b: &dyn Backend, t: u64, e: u64, graph: &str) {
     let bytes = CheckpointStore::encode(&ckpt(t, graph)).unwrap();
-    b.plant(&ckpt_name(t, e), bytes.as_bytes().to_vec());
+    put(b, &ckpt_name(t, e), bytes.as_bytes().to_vec());
 }
 
 #[test]
 fn a_driver_that_was_taken_over_is_fenced() {
     for b in backends("fenced") {
-        let old = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let old = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         let old_epoch = old.epoch().unwrap();
         old.write(&ckpt(1000, "old 1000")).unwrap();
         old.write(&ckpt(2000, "old 2000")).unwrap();
 
         // A new driver takes over the prefix (the old one is partitioned,
         // not dead).
-        let new = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let new = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         let new_epoch = new.epoch().unwrap();
         assert!(new_epoch > old_epoch);
         assert_eq!(latest_time(&new), Some((2000, "old 2000".into())));
@@ -229,7 +166,7 @@ fn a_driver_that_was_taken_over_is_fenced() {
         // sees the same.
         new.write(&ckpt(2500, "new 2500")).unwrap();
         assert_eq!(latest_time(&new), Some((2500, "new 2500".into())));
-        let third = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let third = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         assert_eq!(latest_time(&third), Some((2500, "new 2500".into())));
         // The new driver's retention cleared the fenced-out object.
         assert_eq!(third.latest::<String>().unwrap().fenced, vec![]);
@@ -241,21 +178,21 @@ fn a_driver_that_was_taken_over_is_fenced() {
 #[test]
 fn stragglers_never_count_for_later_drivers() {
     for b in backends("stragglers") {
-        let a = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let a = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         let ea = a.epoch().unwrap();
         a.write(&ckpt(10, "a 10")).unwrap();
         a.write(&ckpt(20, "a 20")).unwrap();
-        let b2 = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let b2 = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         let eb = b2.epoch().unwrap();
         assert!(eb > ea);
         // A's late PUT lands after B's seal.
         plant_checkpoint(&*b, 30, ea, "a 30 late");
         // C takes over before B wrote anything (so B's retention never ran).
-        let c = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let c = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         // B, which passed its check before C existed, lands a PUT late.
         plant_checkpoint(&*b, 25, eb, "b 25 late");
         // A fourth driver recovers from A's last acknowledged checkpoint.
-        let d = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let d = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         assert_eq!(latest_time(&d), Some((20, "a 20".into())));
         assert_eq!(latest_time(&c), Some((20, "a 20".into())));
         let fenced = d.latest::<String>().unwrap().fenced;
@@ -268,7 +205,7 @@ fn stragglers_never_count_for_later_drivers() {
 #[test]
 fn an_unsealed_takeover_is_sealed_by_the_next_driver() {
     for b in backends("unsealed") {
-        let a = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let a = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         let ea = a.epoch().unwrap();
         a.write(&ckpt(10, "a 10")).unwrap();
         // A driver took epoch ea+1 and died before sealing it.
@@ -281,14 +218,14 @@ fn an_unsealed_takeover_is_sealed_by_the_next_driver() {
             v.extend_from_slice(&crc.to_le_bytes());
             v
         };
-        b.plant(&format!("epochs/epoch-{:020}", ea + 1), nonce_fence);
+        put(&*b, &format!("epochs/epoch-{:020}", ea + 1), nonce_fence);
         // Until sealed, nothing is decided (the takeover is in progress),
         // and A is fenced.
         assert!(matches!(
             a.latest::<String>(),
             Err(Error::TakeoverInProgress { fence }) if fence == ea + 1
         ));
-        let reader = ObjectCheckpointStore::open_read_only_at(b.location());
+        let reader = ObjectCheckpointStore::open_read_only_at(b.location(CKPT));
         assert!(matches!(
             reader.list(),
             Err(Error::TakeoverInProgress { .. })
@@ -297,7 +234,7 @@ fn an_unsealed_takeover_is_sealed_by_the_next_driver() {
             a.write(&ckpt(20, "a 20")),
             Err(Error::Fenced { .. })
         ));
-        let c = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let c = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         assert_eq!(c.epoch(), Some(ea + 2));
         assert_eq!(latest_time(&c), Some((10, "a 10".into())));
     }
@@ -322,7 +259,7 @@ fn crc32fast_hash(bytes: &[u8]) -> u32 {
 #[test]
 fn hostile_names_at_the_edge_of_u64_do_not_panic() {
     for b in backends("hostile_names") {
-        let store = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let store = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         store.write(&ckpt(10, "g")).unwrap();
         // Named at the edge but well-formed: its content decides.
         plant_checkpoint(&*b, u64::MAX, u64::MAX, "max");
@@ -330,7 +267,11 @@ fn hostile_names_at_the_edge_of_u64_do_not_panic() {
         assert_eq!(latest.batch_time, u64::MAX);
         // A fence at the last epoch: this store is fenced, its checkpoints
         // wait for a seal, and no epoch is left to take.
-        b.plant(&format!("epochs/epoch-{:020}", u64::MAX), vec![1, 2, 3]);
+        put(
+            &*b,
+            &format!("epochs/epoch-{:020}", u64::MAX),
+            vec![1, 2, 3],
+        );
         assert!(matches!(
             store.write(&ckpt(20, "g")),
             Err(Error::Fenced { .. })
@@ -340,7 +281,7 @@ fn hostile_names_at_the_edge_of_u64_do_not_panic() {
             Err(Error::TakeoverInProgress { fence: u64::MAX })
         ));
         assert!(matches!(
-            ObjectCheckpointStore::open_at(b.location(), opts(10)),
+            ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)),
             Err(Error::Corruption { .. })
         ));
     }
@@ -351,11 +292,11 @@ fn hostile_names_at_the_edge_of_u64_do_not_panic() {
 #[test]
 fn empty_and_short_checkpoint_objects_are_skipped() {
     for b in backends("short_objects") {
-        let store = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let store = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         let e = store.epoch().unwrap();
         store.write(&ckpt(1000, "good")).unwrap();
-        b.plant(&ckpt_name(2000, e), Vec::new());
-        b.plant(&ckpt_name(3000, e), vec![0x53; 7]);
+        put(&*b, &ckpt_name(2000, e), Vec::new());
+        put(&*b, &ckpt_name(3000, e), vec![0x53; 7]);
         let latest = store.latest::<String>().unwrap();
         assert_eq!(latest.checkpoint.map(|(_, c)| c.batch_time), Some(1000));
         assert_eq!(latest.skipped.len(), 2);
@@ -366,9 +307,9 @@ fn empty_and_short_checkpoint_objects_are_skipped() {
 #[test]
 fn a_read_only_store_fences_nobody_and_writes_nothing() {
     for b in backends("read_only") {
-        let writer = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let writer = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         writer.write(&ckpt(10, "g 10")).unwrap();
-        let reader = ObjectCheckpointStore::open_read_only_at(b.location());
+        let reader = ObjectCheckpointStore::open_read_only_at(b.location(CKPT));
         assert_eq!(reader.epoch(), None);
         assert_eq!(latest_time(&reader), Some((10, "g 10".into())));
         assert!(matches!(reader.write(&ckpt(30, "g")), Err(Error::ReadOnly)));
@@ -396,7 +337,7 @@ fn drivers_opening_at_once_take_distinct_epochs() {
                 .map(|_| {
                     let b = b.clone();
                     s.spawn(move || {
-                        ObjectCheckpointStore::open_at(b.location(), opts(10))
+                        ObjectCheckpointStore::open_at(b.location(CKPT), opts(10))
                             .unwrap()
                             .epoch()
                             .unwrap()
@@ -419,12 +360,12 @@ fn drivers_opening_at_once_take_distinct_epochs() {
 #[test]
 fn a_damaged_epoch_object_is_an_error_not_a_guess() {
     for b in backends("epoch_damage") {
-        let store = ObjectCheckpointStore::open_at(b.location(), opts(10)).unwrap();
+        let store = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
         store.write(&ckpt(1000, "g")).unwrap();
         // A newer driver's fence, and a seal that rotted.
         let next = store.epoch().unwrap() + 1;
-        b.plant(&format!("epochs/epoch-{next:020}"), vec![0u8; 28]);
-        b.plant(&format!("epochs/seal-{next:020}"), vec![0u8; 40]);
+        put(&*b, &format!("epochs/epoch-{next:020}"), vec![0u8; 28]);
+        put(&*b, &format!("epochs/seal-{next:020}"), vec![0u8; 40]);
         assert!(matches!(
             store.latest::<String>(),
             Err(Error::Corruption { .. })
