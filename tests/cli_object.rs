@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::context::add;
 use common::objects::{Backend, backends, fetch, plant};
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
@@ -106,21 +107,10 @@ fn verify_dump_and_inspect_take_a_url() {
         BTreeMap::<String, u64>::new()
     })
     .unwrap();
-    let add = |ctx: &streamwal::recovery::StreamingContext<BTreeMap<String, u64>>, t: u64| {
-        let handle = ctx.receiver_log.append(b"block").unwrap();
-        ctx.tracker
-            .add_block(BlockInfo {
-                stream_id: 0,
-                handle,
-                records: 1,
-                receive_time: t,
-            })
-            .unwrap();
-    };
-    add(&ctx, 1);
+    add(&ctx, 0, b"block", 1);
     ctx.checkpoint(1_000, vec![], BTreeMap::new()).unwrap();
     for t in 2..5 {
-        add(&ctx, t);
+        add(&ctx, 0, b"block", t);
     }
     let events: Vec<_> = ctx.tracker.journal().iter().map(|r| r.unwrap().0).collect();
     drop(ctx);

@@ -8,10 +8,10 @@
 
 mod common;
 
+use common::context::add;
 use common::objects::{Backend, backends};
 use std::collections::BTreeMap;
 use streamwal::recovery::{ContextOptions, RunReason, StreamingContext, get_or_create_at};
-use streamwal::tracker::BlockInfo;
 use streamwal::{Error, WalOptions};
 
 type Graph = BTreeMap<String, u64>;
@@ -32,18 +32,6 @@ fn open(b: &dyn Backend, now: u64) -> streamwal::Result<StreamingContext<Graph>>
     get_or_create_at(b.location("ctx"), opts(), now, || {
         Graph::from([("fresh".to_string(), 1)])
     })
-}
-
-fn add(ctx: &StreamingContext<Graph>, stream: u32, bytes: &[u8], t: u64) -> BlockInfo {
-    let handle = ctx.receiver_log.append(bytes).unwrap();
-    let b = BlockInfo {
-        stream_id: stream,
-        handle,
-        records: 1,
-        receive_time: t,
-    };
-    ctx.tracker.add_block(b.clone()).unwrap();
-    b
 }
 
 #[test]

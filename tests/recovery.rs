@@ -1,9 +1,12 @@
 //! Driver recovery with `get_or_create`: a fresh start, recovery from the journal alone, from a checkpoint plus the journal's tail, and from an older checkpoint when the newest is damaged; the batches to run are exactly the uncommitted ones (pending, allocated, downtime) in time order with unchanged block lists; a receiver log or journal that lost acknowledged data is an error, never a silent loss.
 
+mod common;
+
+use common::context::add;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use streamwal::recovery::{ContextOptions, RunReason, StreamingContext, get_or_create};
-use streamwal::tracker::BlockInfo;
 use streamwal::{CorruptionKind, Error, WalOptions};
 
 type Graph = BTreeMap<String, u64>;
@@ -25,18 +28,6 @@ fn open(root: &Path, now: u64) -> streamwal::Result<StreamingContext<Graph>> {
     get_or_create(root.join("ckpt"), root.join("rx"), opts(), now, || {
         Graph::from([("fresh".to_string(), 1)])
     })
-}
-
-fn add(ctx: &StreamingContext<Graph>, stream: u32, bytes: &[u8], t: u64) -> BlockInfo {
-    let handle = ctx.receiver_log.append(bytes).unwrap();
-    let b = BlockInfo {
-        stream_id: stream,
-        handle,
-        records: 1,
-        receive_time: t,
-    };
-    ctx.tracker.add_block(b.clone()).unwrap();
-    b
 }
 
 #[test]

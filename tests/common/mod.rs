@@ -3,3 +3,5 @@
 
 #[cfg(feature = "object-store")]
 pub mod objects;
+
+pub mod context;
