@@ -688,6 +688,46 @@ fn concurrent_appenders_fail_stop_after_one_failed_fsync() {
     }
 }
 
+#[test]
+fn a_panicking_storage_fails_the_other_appenders_instead_of_hanging_them() {
+    let _no_spawns = no_spawns();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let (wal, plan) = open_faulty(&dir, mid(true));
+    let wal = Arc::new(wal);
+    let first = wal.append(b"before").unwrap();
+    plan.panic_file_sync_after(1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for t in 0..4u64 {
+        let (wal, tx) = (wal.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let results: Vec<bool> = (0..20u64)
+                .map(|i| {
+                    let p = payload(t * 1000 + i, 64);
+                    let r =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wal.append(&p)));
+                    matches!(r, Ok(Ok(_)))
+                })
+                .collect();
+            tx.send(results).unwrap();
+        });
+    }
+    for _ in 0..4 {
+        let results = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("an appender hung after the leader's storage panicked");
+        assert!(
+            results.iter().all(|ok| !ok),
+            "nothing syncs after the panic"
+        );
+    }
+    assert!(wal.is_poisoned());
+    plan.clear();
+    drop(wal);
+    let wal = Wal::open(&dir, mid(true)).unwrap();
+    assert_eq!(wal.read(&first).unwrap(), b"before");
+}
+
 // ---------------------------------------------------------------- record size
 
 #[test]

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Default)]
 pub struct FaultPlan {
     fail_file_sync_nth: AtomicU64,
+    panic_file_sync_nth: AtomicU64,
     fail_write_nth: AtomicU64,
     write_budget_bytes: AtomicU64,
     file_syncs: AtomicU64,
@@ -37,6 +38,13 @@ impl FaultPlan {
         self.fail_file_sync_nth.store(done + n, Ordering::SeqCst);
     }
 
+    /// Panic in the `n`-th file sync from now on (a `Storage` with a bug):
+    /// the log must fail its appenders, not hang them.
+    pub fn panic_file_sync_after(&self, n: u64) {
+        let done = self.file_syncs.load(Ordering::SeqCst);
+        self.panic_file_sync_nth.store(done + n, Ordering::SeqCst);
+    }
+
     /// Fail the `n`-th write from now on with EIO, writing nothing.
     pub fn fail_write_after(&self, n: u64) {
         let done = self.writes.load(Ordering::SeqCst);
@@ -55,6 +63,7 @@ impl FaultPlan {
     /// Lift every injected failure.
     pub fn clear(&self) {
         self.fail_file_sync_nth.store(0, Ordering::SeqCst);
+        self.panic_file_sync_nth.store(0, Ordering::SeqCst);
         self.fail_write_nth.store(0, Ordering::SeqCst);
         self.write_budget_bytes.store(u64::MAX, Ordering::SeqCst);
     }
@@ -76,6 +85,9 @@ impl FaultPlan {
 
     fn on_file_sync(&self) -> io::Result<()> {
         let n = self.file_syncs.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.panic_file_sync_nth.load(Ordering::SeqCst) {
+            panic!("injected panic in a file sync");
+        }
         if n == self.fail_file_sync_nth.load(Ordering::SeqCst) {
             return Err(io::Error::other("injected EIO on sync"));
         }

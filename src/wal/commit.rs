@@ -283,7 +283,12 @@ impl Shared {
         let written_before = st.written_lsn;
         drop(st);
 
+        let mut guard = LeaderGuard {
+            shared: self,
+            armed: true,
+        };
         let result = self.write_batch(&batch, want_sync, unsynced_before, written_before);
+        guard.armed = false;
 
         let mut st = self.lock()?;
         st.leader = false;
@@ -450,4 +455,28 @@ struct WriteOutcome {
     new_segments: Vec<SegmentInfo>,
     synced_through: Option<u64>,
     unsynced_bytes: u64,
+}
+
+/// Poisons the log and wakes every waiter if the leader's I/O unwinds (a
+/// `Storage` that panics): the batch's fate is unknown, and without this
+/// the other appenders would wait for a leader that is gone.
+struct LeaderGuard<'a> {
+    shared: &'a Shared,
+    armed: bool,
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.leader = false;
+        st.poisoned = true;
+        drop(st);
+        self.shared.cond.notify_all();
+        for c in &self.shared.batch_done {
+            c.notify_all();
+        }
+    }
 }
