@@ -1,5 +1,6 @@
 //! The log on object storage: append throughput and latency, and PUTs per
-//! append under group commit, by number of appending threads.
+//! append under group commit, by number of appending threads; then the
+//! time to open (recover) a log of many objects.
 //!
 //! Runs against `STREAMWAL_S3_URL` (with the `AWS_*` variables, as
 //! `.ci/s3-server` prints them) or, without it, an in-memory store. Not a
@@ -87,4 +88,26 @@ fn main() {
             pct(0.99)
         );
     }
+    // Recovery: opening a log reads every object. One appender makes one
+    // object per record.
+    let objects = if quick { 20 } else { 1_000 };
+    let url = format!("{}/bench-{nanos}-open", base.trim_end_matches('/'));
+    let wal = Wal::open_url(&url, WalOptions::default()).expect("open");
+    let payload = common::payload(4096);
+    for _ in 0..objects {
+        wal.append(&payload).expect("append");
+    }
+    drop(wal);
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let wal = Wal::open_url(&url, WalOptions::default()).expect("reopen");
+        times.push(started.elapsed().as_secs_f64());
+        assert!(wal.recovery_report().records >= objects as u64);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "open of a log of {objects} objects (4 KiB records): median {:.2} s over 3 opens (min {:.2}, max {:.2})",
+        times[1], times[0], times[2]
+    );
 }

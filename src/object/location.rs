@@ -56,6 +56,14 @@ pub fn file_url_path(url: &str) -> Result<Option<PathBuf>> {
         .map_err(|()| invalid("not a local path"))
 }
 
+/// Why a concurrent GET failed (mapped to [`Error`] by the caller).
+enum Fetch {
+    Remote(object_store::Error),
+    TooLarge(u64),
+}
+
+type FetchResult = std::result::Result<Option<Vec<u8>>, Fetch>;
+
 /// How a create-only PUT went.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Created {
@@ -247,6 +255,64 @@ impl ObjectLocation {
         })?
     }
 
+    /// [`ObjectLocation::get`] of every name in `names`, issued
+    /// concurrently (one request per name), answered in the order of
+    /// `names`. The outer error is for a call from inside an async runtime.
+    pub(crate) fn get_many(
+        &self,
+        names: &[String],
+        max: u64,
+    ) -> Result<Vec<Result<Option<Vec<u8>>>>> {
+        let requests: Vec<(usize, Arc<dyn ObjectStore>, ObjectPath)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (i, self.store.clone(), self.key(name)))
+            .collect();
+        let joined = self.run(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, store, key) in requests {
+                tasks.spawn(async move {
+                    let got = match store.get_opts(&key, GetOptions::default()).await {
+                        Ok(got) => got,
+                        Err(object_store::Error::NotFound { .. }) => return (i, Ok(None)),
+                        Err(e) => return (i, Err(Fetch::Remote(e))),
+                    };
+                    if got.meta.size > max {
+                        return (i, Err(Fetch::TooLarge(got.meta.size)));
+                    }
+                    let bytes = got.bytes().await.map_err(Fetch::Remote);
+                    (i, bytes.map(|b| Some(b.to_vec())))
+                });
+            }
+            let mut out: Vec<(usize, FetchResult)> = Vec::new();
+            while let Some(done) = tasks.join_next().await {
+                // A task that panicked or was cancelled leaves its slot an
+                // error below.
+                if let Ok(r) = done {
+                    out.push(r);
+                }
+            }
+            out
+        })?;
+        let mut results: Vec<Result<Option<Vec<u8>>>> = names
+            .iter()
+            .map(|n| {
+                Err(Error::Remote {
+                    op: "get",
+                    location: self.display(n).display().to_string(),
+                    source: "the request's task did not finish".into(),
+                })
+            })
+            .collect();
+        for (i, r) in joined {
+            results[i] = r.map_err(|e| match e {
+                Fetch::Remote(e) => self.remote_error("get", &names[i], e),
+                Fetch::TooLarge(size) => Error::TooLarge { size, max },
+            });
+        }
+        Ok(results)
+    }
+
     /// The first `len` bytes of `name` (fewer if it is shorter); `Ok(None)`
     /// if it does not exist. Two requests (the size, then the range).
     pub(crate) fn get_head(&self, name: &str, len: u64) -> Result<Option<Vec<u8>>> {
@@ -320,6 +386,11 @@ impl ObjectLocation {
 
     /// The names of the objects directly under `dir` (relative to `dir`).
     pub(crate) fn list(&self, dir: &str) -> Result<Vec<String>> {
+        Ok(self.list_sized(dir)?.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// The names and sizes of the objects directly under `dir`.
+    pub(crate) fn list_sized(&self, dir: &str) -> Result<Vec<(String, u64)>> {
         let key = self.key(dir);
         let listed = self
             .run(self.store.list_with_delimiter(Some(&key)))?
@@ -327,7 +398,10 @@ impl ObjectLocation {
         Ok(listed
             .objects
             .into_iter()
-            .filter_map(|meta| meta.location.filename().map(str::to_string))
+            .filter_map(|meta| {
+                let size = meta.size;
+                meta.location.filename().map(|n| (n.to_string(), size))
+            })
             .collect())
     }
 

@@ -40,6 +40,10 @@ const DIGITS: usize = 20;
 /// Attempts at claiming the next sequence number while other writers keep
 /// storing objects there first.
 const CLAIM_ATTEMPTS: usize = 32;
+/// Objects opening fetches at once, and the most bytes (by the listing's
+/// sizes) it holds at once, unless one object alone is larger.
+const PARALLEL_GETS: usize = 16;
+const WINDOW_BYTES: u64 = 64 << 20;
 /// Times opening follows a floor that retention raised while it read.
 const FLOOR_RISES_MAX: usize = 1_000;
 
@@ -290,8 +294,35 @@ fn scan(loc: &ObjectLocation, max: u64, read_only: bool) -> Result<Scan> {
     let mut want_lsn = (floor == 0).then_some(1);
     let mut rises = 0;
     let mut i = 0;
-    while let Some(&seq) = seqs.get(i) {
-        i += 1;
+    // Objects are fetched a window at a time, the requests of a window in
+    // parallel, and checked in order.
+    let mut window: std::collections::VecDeque<(u64, Result<Option<Vec<u8>>>)> =
+        std::collections::VecDeque::new();
+    loop {
+        if window.is_empty() {
+            // As many as fit the window's bytes (by the listing's sizes),
+            // and at least one.
+            let mut end = i;
+            let mut bytes = 0u64;
+            while let Some(&(_, size)) = seqs.get(end) {
+                if end > i && (end - i == PARALLEL_GETS || bytes + size > WINDOW_BYTES) {
+                    break;
+                }
+                bytes += size;
+                end += 1;
+            }
+            let batch: Vec<u64> = seqs[i..end].iter().map(|&(s, _)| s).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let names: Vec<String> = batch.iter().map(|&s| log_object_name(s)).collect();
+            let fetched = loc.get_many(&names, max)?;
+            window.extend(batch.into_iter().zip(fetched));
+            i = end;
+        }
+        let Some((seq, fetched)) = window.pop_front() else {
+            break;
+        };
         let name = log_object_name(seq);
         let damage = |offset, kind| Error::corruption(loc.display(&name), offset, kind);
         if seq != want_seq {
@@ -310,7 +341,7 @@ fn scan(loc: &ObjectLocation, max: u64, read_only: bool) -> Result<Scan> {
             }
             want_lsn = None;
         }
-        let checked = match loc.get(&name, max) {
+        let checked = match fetched {
             Ok(None) => {
                 // Deleted since the listing: by a writer's retention, which
                 // raised the floor past it first. Go on from that floor
@@ -321,6 +352,7 @@ fn scan(loc: &ObjectLocation, max: u64, read_only: bool) -> Result<Scan> {
                     floor = new_floor;
                     seqs = now;
                     i = 0;
+                    window.clear();
                     objects.clear();
                     report.problems.clear();
                     want_seq = floor;
@@ -382,17 +414,17 @@ fn scan(loc: &ObjectLocation, max: u64, read_only: bool) -> Result<Scan> {
     })
 }
 
-/// The log's object sequence numbers at or above the newest floor, sorted,
-/// and that floor (0 if none). Other names go to `ignored`.
+/// The log's objects at or above the newest floor as (sequence number,
+/// size), sorted, and that floor (0 if none). Other names go to `ignored`.
 fn list_log(
     loc: &ObjectLocation,
     mut ignored: Option<&mut Vec<String>>,
-) -> Result<(Vec<u64>, u64)> {
+) -> Result<(Vec<(u64, u64)>, u64)> {
     let mut seqs = Vec::new();
     let mut floor = 0;
-    for name in loc.list("")? {
+    for (name, size) in loc.list_sized("")? {
         match (parse_name(&name), parse_floor(&name)) {
-            (Some(seq), _) => seqs.push(seq),
+            (Some(seq), _) => seqs.push((seq, size)),
             (None, Some(f)) => floor = floor.max(f),
             (None, None) => {
                 if let Some(v) = ignored.as_deref_mut() {
@@ -403,7 +435,7 @@ fn list_log(
     }
     // Below the floor: retention's leftovers and old claims, kept only so
     // that fenced writers keep colliding with them.
-    seqs.retain(|&s| s >= floor);
+    seqs.retain(|&(s, _)| s >= floor);
     seqs.sort_unstable();
     if let Some(v) = ignored {
         v.sort();
