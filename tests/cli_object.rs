@@ -132,8 +132,11 @@ fn verify_dump_and_inspect_take_a_url() {
     );
 
     // Nothing there at all is an error, not a healthy empty log.
-    let o = run(&["verify", &format!("{base}/nothing")]);
-    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    for cmd in ["verify", "inspect", "dump"] {
+        let o = run(&[cmd, &format!("{base}/nothing")]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", out(&o));
+        assert!(out(&o).is_empty(), "{cmd}: {}", out(&o));
+    }
 }
 
 #[test]

@@ -124,6 +124,10 @@ pub fn run(mut args: DumpArgs) -> Result<ExitCode, String> {
         // Objects have no torn tails: every problem is damage.
         Some(url) => {
             let wal = crate::remote::open_log(url)?;
+            let report = wal.recovery_report();
+            if report.segments == 0 && report.problems.is_empty() {
+                return Err(format!("{url} holds no log"));
+            }
             let damage = wal.recovery_report().problems.clone();
             (wal, damage)
         }

@@ -145,7 +145,12 @@ pub fn describe(e: &Error) -> String {
     let mut out = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        let _ = write!(out, ": {s}");
+        // Clients repeat a cause in their own message (an S3 error's body,
+        // three times over): say each once.
+        let text = s.to_string();
+        if !out.contains(&text) {
+            let _ = write!(out, ": {text}");
+        }
         source = s.source();
     }
     one_line(&out)

@@ -112,6 +112,15 @@ mod imp {
     ) -> Result<String, String> {
         let store = ObjectCheckpointStore::open_read_only(url).map_err(|e| describe(&e))?;
         let all = store.read_all_raw().map_err(|e| describe(&e))?;
+        let journal = open_log(&child(url, JOURNAL_DIR_NAME))?;
+        let receiver = open_log(&child(url, RECEIVER_LOG_NAME))?;
+        let empty = |w: &Wal| w.recovery_report().segments == 0;
+        if all.is_empty() && empty(&journal) && empty(&receiver) {
+            return Err(format!("{url} holds no log and no context"));
+        }
+        if verbose {
+            println!("context {url}");
+        }
         let mut newest = None;
         for (t, object, checked) in &all {
             match checked {
@@ -148,7 +157,6 @@ mod imp {
         let (mut state, lsn) = newest.map_or((TrackerState::default(), 0), |c| {
             (c.tracker.clone(), c.journal_lsn)
         });
-        let journal = open_log(&child(url, JOURNAL_DIR_NAME))?;
         let _ = check_log(&journal, problems);
         let last = journal.next_lsn().saturating_sub(1);
         if last < lsn {
@@ -196,7 +204,6 @@ mod imp {
                 }
             }
         }
-        let receiver = open_log(&child(url, RECEIVER_LOG_NAME))?;
         let rx = check_log(&receiver, problems);
         let rx_last = receiver.next_lsn().saturating_sub(1);
         if state.last_block_lsn > rx_last {
@@ -218,10 +225,6 @@ mod imp {
                 state.committed.len()
             );
             println!("  receiver: {rx}");
-        }
-        let empty = |w: &Wal| w.recovery_report().segments == 0;
-        if all.is_empty() && empty(&journal) && empty(&receiver) {
-            return Err(format!("{url} holds no log and no context"));
         }
         Ok(format!(
             "context, checkpoints {valid} of {} valid; journal {} record(s), {replayed} replayed after LSN {lsn}; receiver {rx}",
@@ -258,7 +261,6 @@ mod imp {
                 println!("  {}", check_log(&log, &mut problems));
             }
             DirKind::Checkpoints => {
-                println!("context {url}");
                 check_context(url, &mut problems, true)?;
             }
         }
