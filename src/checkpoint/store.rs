@@ -124,7 +124,9 @@ pub struct LatestCheckpoint<G> {
 /// All I/O goes through a [`Storage`]. One store per directory at a time:
 /// the store takes no lock, and [`CheckpointStore::open`] removes temporary
 /// files another writer may be using. Writes through one store are
-/// serialized; reads may run beside them.
+/// serialized; reads may run beside them. With the `object-store` feature,
+/// [`CheckpointStore::open_at`] opens the same API over checkpoints on
+/// object storage (one object each, fenced by epochs).
 #[derive(Debug)]
 pub struct CheckpointStore {
     storage: Arc<dyn Storage>,

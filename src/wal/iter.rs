@@ -100,10 +100,16 @@ impl WalIter {
 
     #[cfg(feature = "object-store")]
     pub(crate) fn remote(inner: RemoteIter) -> Self {
-        let mut it = WalIter::failed(Error::Poisoned);
-        it.pending_error = None;
-        it.remote = Some(inner);
-        it
+        WalIter {
+            segments: Vec::new().into_iter(),
+            current: None,
+            from_lsn: 0,
+            end_lsn: 0,
+            salvage: false,
+            pending_error: None,
+            done: false,
+            remote: Some(inner),
+        }
     }
 
     fn fail(&mut self, err: Error) -> Option<Result<(RecordHandle, Vec<u8>)>> {

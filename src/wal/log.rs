@@ -10,11 +10,14 @@ use crate::storage::{StdStorage, Storage};
 use std::path::Path;
 use std::sync::Arc;
 
-/// A segmented, checksummed write-ahead log over one directory.
+/// A segmented, checksummed write-ahead log over one directory, or (cargo
+/// feature `object-store`) under a prefix of an object store
+/// ([`Wal::open_at`]): the same API over either.
 ///
 /// `Wal` is `Send + Sync`: share it (e.g. in an `Arc`) and append from many
-/// threads; concurrent appends are group-committed. The directory is locked
-/// exclusively while the `Wal` lives.
+/// threads; concurrent appends are group-committed. A directory is locked
+/// exclusively while the `Wal` lives; a prefix is claimed, and the latest
+/// opener fences the earlier ones.
 ///
 /// # Example
 ///
