@@ -53,6 +53,8 @@ pub struct SimStats {
     pub dir_syncs: u64,
     /// Operations failed by injected faults.
     pub injected_failures: u64,
+    /// `allocate` calls (preallocation without writing zeros).
+    pub allocations: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1149,6 +1151,7 @@ impl StorageFile for SimFile {
     /// Modelled as growing the file with zeros: one step, durable only
     /// after a sync, and (like any unsynced length change) losable.
     fn allocate(&self, len: u64) -> io::Result<bool> {
+        self.sim.lock().stats.allocations += 1;
         if len > self.len()? {
             self.set_len(len)?;
         }
