@@ -1,9 +1,9 @@
 //! Reading a log on object storage in order.
 
-use super::super::location::ObjectLocation;
 use super::scan::{ObjInfo, log_object_name, parse_object};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::FRAME_HEADER_BYTES;
+use crate::object::location::ObjectLocation;
 use crate::wal::RecordHandle;
 use crate::wal::format::FrameHeader;
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! Names, the object check, and the scan that opening a log runs.
 
-use super::super::location::ObjectLocation;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::{FRAME_HEADER_BYTES, LSN_MAX, RECORD_BYTES_MAX, SEGMENT_HEADER_BYTES};
+use crate::object::location::ObjectLocation;
 use crate::wal::format::{FrameHeader, SegmentHeader, check_frame};
 use crate::wal::{Problem, RecoveryReport, WalOptions};
 use std::collections::BTreeMap;
