@@ -3,7 +3,9 @@
 
 use crate::error::{Error, Result};
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions};
+use object_store::{
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -217,7 +219,7 @@ impl ObjectLocation {
 
     /// PUT `bytes` as `name` only if no object of that name exists
     /// (a conditional PUT: `If-None-Match: *` on S3).
-    pub(crate) fn put_new(&self, name: &str, bytes: Vec<u8>) -> Result<Created> {
+    pub(crate) fn put_new(&self, name: &str, bytes: impl Into<PutPayload>) -> Result<Created> {
         let key = self.key(name);
         let opts = PutOptions {
             mode: PutMode::Create,

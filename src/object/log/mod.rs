@@ -124,6 +124,18 @@ impl Drop for LeaderGuard<'_> {
     }
 }
 
+/// True if `found` holds exactly the bytes of `payload`.
+fn same_bytes(found: &[u8], payload: &object_store::PutPayload) -> bool {
+    let mut rest = found;
+    for chunk in payload.iter() {
+        match rest.split_at_checked(chunk.len()) {
+            Some((head, tail)) if head == chunk.as_ref() => rest = tail,
+            _ => return false,
+        }
+    }
+    rest.is_empty()
+}
+
 /// How storing an object went.
 enum Stored {
     /// Our bytes are there (now, or from an earlier attempt).
@@ -267,13 +279,15 @@ impl ObjectLog {
     fn store(&self, seq: u64, bytes: Vec<u8>) -> Result<Stored> {
         let name = log_object_name(seq);
         self.counters.puts.fetch_add(1, Ordering::Relaxed);
+        // Shared, not copied: the PUT and the read-back compare see one buffer.
+        let bytes = object_store::PutPayload::from(bytes);
         let failure = match self.loc.put_new(&name, bytes.clone()) {
             Ok(Created::Yes) => return Ok(Stored::Ours),
             Ok(Created::AlreadyExists) => None,
             Err(e) => Some(e),
         };
         match self.loc.get(&name, object_bytes_max(&self.opts)) {
-            Ok(Some(found)) if found == bytes => Ok(Stored::Ours),
+            Ok(Some(found)) if same_bytes(&found, &bytes) => Ok(Stored::Ours),
             Ok(Some(found)) => Ok(Stored::Theirs(found)),
             // Refused as existing, yet gone (deleted meanwhile), or the PUT
             // failed and nothing is there (it may still land: the log is
