@@ -100,6 +100,11 @@ pub(super) fn parse_object(
     let identity = header.identity();
     let mut frames = Vec::new();
     let mut pos = SEGMENT_HEADER_BYTES as usize;
+    if bytes.len() == pos {
+        // Every object is a claim or holds a frame: a bare header is one
+        // cut short (accepting it would drop its records unnoticed).
+        return Err((pos as u64, CorruptionKind::Truncated));
+    }
     if bytes.len() == pos + CLAIM_TAIL_BYTES {
         // A claim: the header, its writer's nonce and a CRC32 (no frame is
         // this short).
@@ -331,6 +336,22 @@ pub(super) fn list_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_header_is_a_truncated_object() {
+        let header = SegmentHeader {
+            log_id: 7,
+            segment_seq: 3,
+            first_lsn: 5,
+            unsynced_window_bytes: 0,
+            max_record_bytes: 1024,
+        };
+        let bytes = header.encode();
+        assert!(matches!(
+            parse_object(&bytes, 3, None, None),
+            Err((64, CorruptionKind::Truncated))
+        ));
+    }
 
     #[test]
     fn names_round_trip_and_reject_others() {
