@@ -49,6 +49,13 @@ pub const ZERO_CHUNK_BYTES: usize = 1 << 20;
 /// bandwidth-bound; docs/PERFORMANCE.md has the measurements.
 pub const ALLOCATE_FRAME_BYTES_MIN: u64 = 128 << 10;
 
+/// Most sealed segment files a log keeps open at once: 64. Sealed segments
+/// are opened when a read or an iterator needs them and the least recently
+/// opened is closed beyond this, so that the descriptors a log holds do not
+/// grow with the log. The tail segment is open besides, and a reader that is
+/// in the middle of a segment keeps its file until it moves on.
+pub const OPEN_SEALED_SEGMENTS_MAX: usize = 64;
+
 /// Size of the reads the sequential scanner issues: 1 MiB (grown to one
 /// record's size when a record is larger).
 pub const SCAN_CHUNK_BYTES: usize = 1 << 20;

@@ -234,7 +234,12 @@ fn stray_files_are_ignored_and_temp_files_removed() {
         drop(f);
 
         let store = CheckpointStore::open_with_storage(storage.clone(), dir, opts(1)).unwrap();
-        let mut names = storage.list(dir).unwrap();
+        let mut names: Vec<String> = storage
+            .list(dir)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         names.sort();
         assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
         let got = store.latest::<Vec<u8>>().unwrap();
@@ -465,7 +470,12 @@ fn a_failed_write_leaves_the_previous_checkpoint() {
                 assert_eq!(got.checkpoint.unwrap().1, small(1_000), "{what}");
                 assert!(got.skipped.is_empty(), "{what}");
             }
-            let names = inner.list(dir).unwrap();
+            let names: Vec<String> = inner
+                .list(dir)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
             assert_eq!(names, vec![checkpoint_file_name(1_000)], "{what}");
             // The store is not poisoned: the next write succeeds.
             store.write(&small(3_000)).unwrap();

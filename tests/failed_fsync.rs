@@ -59,7 +59,7 @@ impl Storage for Disk {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.cache.create_dir_all(dir)
     }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+    fn list(&self, dir: &Path) -> io::Result<Vec<streamwal::storage::DirEntry>> {
         self.cache.list(dir)
     }
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {

@@ -133,7 +133,12 @@ fn write_seeds() {
             wal.append_at(&payload, i as u64).unwrap();
         }
         drop(wal);
-        let mut names = storage.list(dir).unwrap();
+        let mut names: Vec<String> = storage
+            .list(dir)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         names.sort();
         let files: Vec<Vec<u8>> = names
             .iter()
@@ -210,7 +215,12 @@ fn write_journal_seed(out: &Path) {
     }
     t.cleanup(5_000).unwrap();
     drop(t);
-    let mut names = storage.list(jdir).unwrap();
+    let mut names: Vec<String> = storage
+        .list(jdir)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     names.sort();
     let files: Vec<Vec<u8>> = names
         .iter()

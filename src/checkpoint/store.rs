@@ -180,8 +180,13 @@ impl CheckpointStore {
         let dir = dir.as_ref().to_path_buf();
         crate::storage::create_dir_durably(&*storage, &dir)?;
         let names = storage.list(&dir).map_err(|e| Error::io("list", &dir, e))?;
-        for name in names.iter().filter(|n| classify(n) == Entry::Temp) {
-            let path = dir.join(name);
+        // Only regular files: a directory or FIFO named like a temporary file
+        // is not ours to remove.
+        let temps = names
+            .iter()
+            .filter(|e| e.is_file() && classify(&e.name) == Entry::Temp);
+        for entry in temps {
+            let path = dir.join(&entry.name);
             remove_if_present(&*storage, &path)?;
         }
         storage
@@ -348,11 +353,15 @@ impl CheckpointStore {
             .map_err(|e| Error::io("list", &self.dir, e))?;
         let mut found = Vec::new();
         let mut ignored = Vec::new();
-        for name in names {
-            match classify(&name) {
-                Entry::Checkpoint(t) => found.push((t, self.dir.join(&name))),
-                Entry::Temp => {}
-                Entry::Foreign => ignored.push(name),
+        for entry in names {
+            // A directory or FIFO named like a checkpoint is not one: never
+            // read (a FIFO would block), never ranked, never removed.
+            match classify(&entry.name) {
+                Entry::Checkpoint(t) if entry.is_file() => {
+                    found.push((t, self.dir.join(&entry.name)))
+                }
+                Entry::Temp if entry.is_file() => {}
+                _ => ignored.push(entry.name),
             }
         }
         found.sort_unstable_by_key(|&(t, _)| Reverse(t));

@@ -1,6 +1,6 @@
 //! The simulated file system: a [`Storage`] that knows what is durable.
 
-use crate::storage::{DirLock, OpenMode, Storage, StorageFile};
+use crate::storage::{DirEntry, DirLock, EntryType, OpenMode, Storage, StorageFile};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -808,16 +808,22 @@ impl Storage for SimStorage {
         Ok(())
     }
 
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+    fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         let g = self.lock();
         if !dir_exists(&g.fs.live, dir) {
             return Err(not_found());
         }
         Ok(g.fs
             .live
-            .keys()
-            .filter(|p| parent_of(p) == dir)
-            .filter_map(|p| p.file_name()?.to_str().map(String::from))
+            .iter()
+            .filter(|(p, _)| parent_of(p) == dir)
+            .filter_map(|(p, node)| {
+                let kind = match node {
+                    Node::Dir => EntryType::Dir,
+                    _ => EntryType::File,
+                };
+                Some(DirEntry::new(p.file_name()?.to_str()?, kind))
+            })
             .collect())
     }
 

@@ -121,7 +121,7 @@ impl Storage for FaultyStorage {
         self.inner.create_dir_all(dir)
     }
 
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+    fn list(&self, dir: &Path) -> io::Result<Vec<super::DirEntry>> {
         self.inner.list(dir)
     }
 
@@ -204,5 +204,9 @@ impl StorageFile for FaultyFile {
 
     fn allocate(&self, len: u64) -> io::Result<bool> {
         self.inner.allocate(len)
+    }
+
+    fn data_range(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        self.inner.data_range(offset)
     }
 }

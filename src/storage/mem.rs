@@ -1,6 +1,6 @@
 //! An in-memory file system: fast, deterministic, no crash semantics.
 
-use super::{DirLock, OpenMode, Storage, StorageFile};
+use super::{DirEntry, DirLock, EntryType, OpenMode, Storage, StorageFile};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -89,20 +89,22 @@ impl Storage for MemStorage {
         Ok(())
     }
 
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+    fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         let fs = self.fs();
         if !fs.dirs.contains(dir) {
             return Err(not_found());
         }
-        let mut names = Vec::new();
-        for path in fs.files.keys().chain(fs.dirs.iter()) {
+        let files = fs.files.keys().map(|p| (p, EntryType::File));
+        let dirs = fs.dirs.iter().map(|p| (p, EntryType::Dir));
+        let mut out = Vec::new();
+        for (path, kind) in files.chain(dirs) {
             if path.parent() == Some(dir)
                 && let Some(name) = path.file_name().and_then(|n| n.to_str())
             {
-                names.push(name.to_string());
+                out.push(DirEntry::new(name, kind));
             }
         }
-        Ok(names)
+        Ok(out)
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {

@@ -18,6 +18,7 @@ mod std_fs;
 
 pub use fault::{FaultPlan, FaultyStorage};
 pub use mem::MemStorage;
+pub use std_fs::NotRegularFile;
 pub use std_fs::StdStorage;
 
 use std::fmt;
@@ -36,6 +37,51 @@ pub enum OpenMode {
     CreateNew,
 }
 
+/// What a directory entry is, as [`Storage::list`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryType {
+    /// A regular file, or a symbolic link to one.
+    File,
+    /// A directory, or a symbolic link to one.
+    Dir,
+    /// Anything else: a FIFO, a socket, a device, a dangling link. Never one
+    /// of the crate's files; opening one could block, so nothing does.
+    Other,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DirEntry {
+    /// The entry's name (not its path).
+    pub name: String,
+    /// What the entry is.
+    pub kind: EntryType,
+}
+
+impl DirEntry {
+    /// An entry named `name` of kind `kind`.
+    pub fn new(name: impl Into<String>, kind: EntryType) -> Self {
+        DirEntry {
+            name: name.into(),
+            kind,
+        }
+    }
+
+    /// True if the entry is a regular file.
+    pub fn is_file(&self) -> bool {
+        self.kind == EntryType::File
+    }
+}
+
+/// True if `e` says the path is a directory or another non-regular file
+/// (what [`Storage::open`] returns for them): an entry that merely looks like
+/// one of ours.
+pub fn is_not_a_file(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::IsADirectory
+        || e.get_ref()
+            .is_some_and(|inner| inner.is::<NotRegularFile>())
+}
+
 /// A file system the log runs on.
 ///
 /// Paths are plain paths; an implementation decides what they mean. Nothing
@@ -45,9 +91,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Create `dir` and its missing parents. Not durable until the parent is
     /// synced with [`Storage::sync_dir`].
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
-    /// The names (not paths) of the entries in `dir`, in no particular order.
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
-    /// Open the file at `path`.
+    /// The entries of `dir` (names, not paths, and what each is), in no
+    /// particular order. Names that are not UTF-8 are left out: they cannot
+    /// be the crate's.
+    fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
+    /// Open the file at `path`. Never blocks on a FIFO or device: an entry
+    /// that is not a regular file is refused with an error for which
+    /// [`is_not_a_file`] is true (`IsADirectory` for a directory).
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
     /// Atomically rename `from` to `to`, replacing `to` if it exists.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -99,6 +149,16 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn allocate(&self, len: u64) -> io::Result<bool> {
         let _ = len;
         Ok(false)
+    }
+    /// The next range `[start, end)` at or after `offset` that may hold
+    /// data; everything between `offset` and `start` is a hole and reads as
+    /// zeros (Linux `SEEK_DATA` / `SEEK_HOLE`). `Ok(None)` if only holes
+    /// follow. Lets a scan for nonzero bytes skip the holes of a sparse file
+    /// instead of reading gigabytes of zeros. The default knows of no holes:
+    /// `[offset, u64::MAX)`. A wrapper around another storage's file should
+    /// forward this, or scans through it read every byte.
+    fn data_range(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        Ok(Some((offset, u64::MAX)))
     }
 }
 

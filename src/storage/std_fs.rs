@@ -1,9 +1,9 @@
 //! The operating system's file system.
 
-use super::{DirLock, OpenMode, Storage, StorageFile};
+use super::{DirEntry, DirLock, EntryType, OpenMode, Storage, StorageFile};
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,18 +28,58 @@ pub const LOCK_FILE_NAME: &str = "LOCK";
 #[derive(Debug)]
 struct StdFile(File);
 
+/// An entry that is neither a regular file nor a directory (a FIFO, a
+/// socket, a device), refused by [`StdStorage::open`] so that nothing blocks
+/// on it. Carried inside the `io::Error`; see [`super::is_not_a_file`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotRegularFile {
+    /// What it is instead: "a FIFO", "a socket", "a device", "not a regular file".
+    pub what: &'static str,
+}
+
+impl std::fmt::Display for NotRegularFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, not a regular file", self.what)
+    }
+}
+
+impl std::error::Error for NotRegularFile {}
+
+fn not_regular(ft: fs::FileType) -> io::Error {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    };
+    io::Error::new(io::ErrorKind::InvalidInput, NotRegularFile { what })
+}
+
+/// The held `flock`, with the process that took it.
 #[derive(Debug)]
-struct StdLock(#[allow(dead_code)] File);
+struct StdLock {
+    file: File,
+    owner_pid: u32,
+}
 
 impl DirLock for StdLock {}
 
 impl Drop for StdLock {
     fn drop(&mut self) {
-        // Unlock explicitly rather than rely on close: a child process forked
-        // by another thread shares this open file description until it execs,
-        // and the flock lives as long as any descriptor of it. An explicit
-        // unlock releases it at once for every sharer.
-        let _ = self.0.unlock();
+        // The flock belongs to the open file description, which a forked
+        // child shares. In the process that took the lock, unlock explicitly:
+        // a child being spawned by another thread holds a copy of the
+        // descriptor until it execs, and a plain close would leave the log
+        // locked for that moment. In a forked child (another pid) only close
+        // the descriptor: an unlock there would release the parent's lock,
+        // and a third process could then open the log beside the parent.
+        if std::process::id() == self.owner_pid {
+            let _ = self.file.unlock();
+        }
     }
 }
 
@@ -48,16 +88,36 @@ impl Storage for StdStorage {
         fs::create_dir_all(dir)
     }
 
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
+    fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             // Names that are not UTF-8 cannot be ours; skip them.
-            if let Ok(name) = entry.file_name().into_string() {
-                names.push(name);
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let mut ft = entry.file_type()?;
+            if ft.is_symlink() {
+                // What the link points at, as `open` would see it.
+                match fs::metadata(entry.path()) {
+                    Ok(meta) => ft = meta.file_type(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        out.push(DirEntry::new(name, EntryType::Other));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
+            let kind = if ft.is_file() {
+                EntryType::File
+            } else if ft.is_dir() {
+                EntryType::Dir
+            } else {
+                EntryType::Other
+            };
+            out.push(DirEntry::new(name, kind));
         }
-        Ok(names)
+        Ok(out)
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
@@ -67,14 +127,23 @@ impl Storage for StdStorage {
             OpenMode::ReadWrite => opts.read(true).write(true),
             OpenMode::CreateNew => opts.read(true).write(true).create_new(true),
         };
+        // Non-blocking, so that a FIFO (or a device) put where a segment or
+        // checkpoint should be is refused below instead of blocking the open
+        // forever with the directory lock held. On a regular file the flag
+        // changes nothing.
+        opts.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
         let file = opts.open(path)?;
+        let ft = file.metadata()?.file_type();
         // A read-only open of a directory succeeds on Linux; a directory is
         // never one of our files.
-        if file.metadata()?.is_dir() {
+        if ft.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::IsADirectory,
                 "is a directory",
             ));
+        }
+        if !ft.is_file() {
+            return Err(not_regular(ft));
         }
         Ok(Arc::new(StdFile(file)))
     }
@@ -99,7 +168,10 @@ impl Storage for StdStorage {
             .truncate(false)
             .open(dir.join(LOCK_FILE_NAME))?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(StdLock(file)))),
+            Ok(()) => Ok(Some(Box::new(StdLock {
+                file,
+                owner_pid: std::process::id(),
+            }))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
@@ -134,6 +206,24 @@ impl StorageFile for StdFile {
 
     fn sync_all(&self) -> io::Result<()> {
         self.0.sync_all()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn data_range(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        use rustix::fs::{SeekFrom, seek};
+        use rustix::io::Errno;
+        // The seeks move this descriptor's offset, which nothing here uses:
+        // every read and write is positional.
+        let start = match seek(&self.0, SeekFrom::Data(offset)) {
+            Ok(start) => start,
+            // Only a hole (or nothing) from `offset` to the end.
+            Err(Errno::NXIO) => return Ok(None),
+            // The file system cannot say: treat everything as data.
+            Err(Errno::INVAL | Errno::OPNOTSUPP) => return Ok(Some((offset, u64::MAX))),
+            Err(e) => return Err(e.into()),
+        };
+        let end = seek(&self.0, SeekFrom::Hole(start))?;
+        Ok(Some((start, end.max(start))))
     }
 
     #[cfg(target_os = "linux")]

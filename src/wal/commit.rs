@@ -8,6 +8,7 @@
 //! wakes everyone. Appenders that arrive during the leader's sync gather in
 //! the next batch and share the next sync.
 
+use super::files::SegmentFile;
 use super::format::{FrameHeader, SegmentHeader, encode_frame};
 use super::options::{RecordHandle, SyncPolicy};
 use super::recover::SegmentInfo;
@@ -305,6 +306,10 @@ impl Shared {
             }
         };
         for seg in outcome.new_segments {
+            // The segment before it is sealed now: its file may be closed.
+            if let Some((_, sealed)) = st.segments.last_key_value() {
+                sealed.file.unpin(&self.files);
+            }
             st.segments.insert(seg.header.segment_seq, seg);
         }
         let mut records = 0;
@@ -398,8 +403,8 @@ impl Shared {
                     records: 0,
                 };
                 out.new_segments.push(SegmentInfo {
+                    file: SegmentFile::pinned(&path, file),
                     path,
-                    file,
                     header,
                     end: SEGMENT_HEADER_BYTES,
                     records: 0,

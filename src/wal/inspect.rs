@@ -5,11 +5,10 @@
 use super::format::SegmentHeader;
 use super::reader::{SegmentReader, scan_segment};
 use super::recover::check_torn_tail;
-use super::segment::{EntryKind, classify, segment_file_name};
+use super::segment::{EntryKind, classify, lookalike_reason, segment_file_name};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::SEGMENT_HEADER_BYTES;
 use crate::storage::{OpenMode, Storage, read_exact_at};
-use std::io;
 use std::path::{Path, PathBuf};
 
 /// One segment file as a read-only scan sees it.
@@ -33,6 +32,21 @@ pub struct SegmentScan {
     pub damage: Option<CorruptionKind>,
 }
 
+/// The records a torn tail held, as far as their surviving frame headers
+/// (each checked by its own checksum) tell. A tail cut off by truncation
+/// leaves no headers, so zero proves nothing; more than one write proves
+/// that more than the last write was lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TornFrames {
+    /// Frame headers found after the last valid record.
+    pub records: u64,
+    /// Distinct writes among them: frames written by separate group commits
+    /// carry different durable stamps.
+    pub writes: u64,
+    /// The smallest and the largest LSN among them.
+    pub lsns: Option<(u64, u64)>,
+}
+
 /// The result of [`scan_log`].
 #[derive(Debug, Clone, Default)]
 pub struct LogScan {
@@ -42,6 +56,12 @@ pub struct LogScan {
     /// a crash left it (the next read-write open zeroes it): file, offset,
     /// bytes.
     pub torn_tail: Option<(PathBuf, u64, u64)>,
+    /// What the frame headers left in the torn tail say (all zero when there
+    /// is no torn tail, or nothing in it checks).
+    pub torn_frames: TornFrames,
+    /// Entries named like segments that are not (see
+    /// [`super::RecoveryReport::lookalike_files`]), with the reason; not read.
+    pub lookalikes: Vec<(PathBuf, &'static str)>,
 }
 
 /// Scan every segment of the log in `dir` without modifying anything and
@@ -53,22 +73,24 @@ pub struct LogScan {
 /// Damage is never an error here: it is in each segment's `header` and
 /// `damage`.
 pub fn scan_log(storage: &dyn Storage, dir: &Path) -> Result<LogScan> {
-    let mut names = storage.list(dir).map_err(|e| Error::io("list", dir, e))?;
-    names.sort();
-    let mut files = Vec::new();
-    for name in names {
-        if let EntryKind::Segment(seq) = classify(&name) {
-            let path = dir.join(segment_file_name(seq));
-            match storage.open(&path, OpenMode::Read) {
-                Ok(file) => files.push((path, file)),
-                Err(e) if e.kind() == io::ErrorKind::IsADirectory => {}
-                Err(e) => return Err(Error::io("open", &path, e)),
-            }
+    let mut entries = storage.list(dir).map_err(|e| Error::io("list", dir, e))?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = LogScan::default();
+    let mut paths = Vec::new();
+    for entry in entries {
+        let kind = classify(&entry.name);
+        if let Some(reason) = lookalike_reason(&kind, entry.kind) {
+            out.lookalikes.push((dir.join(&entry.name), reason));
+        } else if let EntryKind::Segment(seq) = kind {
+            paths.push(dir.join(segment_file_name(seq)));
         }
     }
-    let count = files.len();
-    let mut out = LogScan::default();
-    for (i, (path, file)) in files.into_iter().enumerate() {
+    // One file open at a time, so that a log of any length can be scanned.
+    let count = paths.len();
+    for (i, path) in paths.into_iter().enumerate() {
+        let file = storage
+            .open(&path, OpenMode::Read)
+            .map_err(|e| Error::io("open", &path, e))?;
         let size = file.len().map_err(|e| Error::io("stat", &path, e))?;
         let mut hb = [0u8; SEGMENT_HEADER_BYTES as usize];
         let whole = read_exact_at(&*file, &mut hb, 0).map_err(|e| Error::io("read", &path, e))?;
@@ -112,7 +134,10 @@ pub fn scan_log(storage: &dyn Storage, dir: &Path) -> Result<LogScan> {
                     kind,
                 );
                 match verdict {
-                    Ok(()) => out.torn_tail = Some((path, end, seg.nonzero_end - end)),
+                    Ok(()) => {
+                        out.torn_frames = torn_frames(&mut reader, end, seg.nonzero_end)?;
+                        out.torn_tail = Some((path, end, seg.nonzero_end - end));
+                    }
                     Err(Error::Corruption { .. }) => {}
                     Err(e) => return Err(e),
                 }
@@ -121,4 +146,19 @@ pub fn scan_log(storage: &dyn Storage, dir: &Path) -> Result<LogScan> {
         out.segments.push(seg);
     }
     Ok(out)
+}
+
+/// What the frame headers in a torn tail `[from, to)` say. The range is
+/// within the segment's unsynced window (the torn-tail rule checked that).
+fn torn_frames(reader: &mut SegmentReader, from: u64, to: u64) -> Result<TornFrames> {
+    let headers = reader.frame_headers(from, to)?;
+    let mut stamps: Vec<u64> = headers.iter().map(|h| h.durable_lsn).collect();
+    stamps.sort_unstable();
+    stamps.dedup();
+    let lsns = headers.iter().map(|h| h.lsn);
+    Ok(TornFrames {
+        records: headers.len() as u64,
+        writes: stamps.len() as u64,
+        lsns: lsns.clone().min().zip(lsns.max()),
+    })
 }

@@ -138,7 +138,19 @@ impl Iterator for WalIter {
                     return None;
                 };
                 let expected = seg.header.first_lsn;
-                let reader = SegmentReader::new(seg.file.clone(), &seg.path, &seg.header, seg.end);
+                let file = match seg.file.get() {
+                    Ok(file) => file,
+                    // Retention removed the segment after this iterator was
+                    // made: its records are gone, as they are for `read`.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return self.fail(Error::NotFound {
+                            lsn: expected.max(self.from_lsn),
+                            segment: seg.header.segment_seq,
+                        });
+                    }
+                    Err(e) => return self.fail(Error::io("open", &seg.path, e)),
+                };
+                let reader = SegmentReader::new(file, &seg.path, &seg.header, seg.end);
                 self.current = Some(Cursor {
                     reader,
                     seq: seg.header.segment_seq,

@@ -5,9 +5,11 @@
 //! Submodules: [`format`](mod@format) is the pure codec (every on-disk byte is encoded and
 //! decoded there); `segment` names and creates segment files; `reader` scans
 //! frames; `recover` opens a directory; `writer` appends with group commit;
-//! `spare` prepares the next segment ahead of need; `iter` reads in order.
+//! `spare` prepares the next segment ahead of need; `iter` reads in order;
+//! `files` opens sealed segments on demand, a bounded number at a time.
 
 mod commit;
+mod files;
 pub mod format;
 mod inspect;
 mod iter;
@@ -19,13 +21,14 @@ mod segment;
 mod spare;
 mod writer;
 
-pub use inspect::{LogScan, SegmentScan, scan_log};
+pub use inspect::{LogScan, SegmentScan, TornFrames, scan_log};
 pub use iter::WalIter;
 #[cfg(feature = "object-store")]
 pub(crate) use iter::{Item as IterItem, RemoteIter};
 pub use log::Wal;
 pub use options::{
-    Problem, RecordHandle, RecoveryMode, RecoveryReport, SyncPolicy, WalOptions, WalStats,
+    Lookalike, Problem, RecordHandle, RecoveryMode, RecoveryReport, SyncPolicy, WalOptions,
+    WalStats,
 };
 pub use segment::{SEGMENT_SUFFIX, segment_file_name};
 #[cfg(feature = "object-store")]

@@ -198,10 +198,23 @@ pub struct RecoveryReport {
     pub removed_temp_files: Vec<String>,
     /// Files in the directory that are not the log's, left alone.
     pub ignored_files: Vec<String>,
+    /// Of those, the ones named like a segment that are not one (a
+    /// directory, a FIFO, a number beyond `u64`): a sign that someone copied,
+    /// renamed or planted files here. `streamwal verify` reports them.
+    pub lookalike_files: Vec<Lookalike>,
     /// Salvage mode only: every problem found and skipped.
     pub problems: Vec<Problem>,
     /// Wall-clock time the recovery took.
     pub duration: Duration,
+}
+
+/// A directory entry named like one of the log's files that is not one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookalike {
+    /// The entry's name.
+    pub name: String,
+    /// Why it is not what its name says, and what was done (never read).
+    pub reason: &'static str,
 }
 
 /// A damaged spot found and skipped in salvage mode.

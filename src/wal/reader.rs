@@ -139,20 +139,72 @@ impl SegmentReader {
 
     /// The offset just past the last nonzero byte in `[from, limit)`, or
     /// `from` if the range is all zero.
+    ///
+    /// Holes of a sparse file are skipped, not read (see
+    /// [`StorageFile::data_range`]): a tail of gigabytes of holes costs a few
+    /// seeks.
     pub fn last_nonzero_end(&mut self, from: u64) -> Result<u64> {
         let mut end = from;
         let mut off = from;
         while off < self.limit {
-            let chunk = self.bytes(off, SCAN_CHUNK_BYTES)?;
-            if chunk.is_empty() {
-                break;
+            let range = self
+                .file
+                .data_range(off)
+                .map_err(|e| Error::io("seek", &self.path, e))?;
+            let Some((start, stop)) = range else { break };
+            // A range that does not move forward is not trusted to skip
+            // anything: scan from here to the limit.
+            let start = start.max(off);
+            let stop = if stop > start {
+                stop.min(self.limit)
+            } else {
+                self.limit
+            };
+            off = start;
+            while off < stop {
+                let want = usize::try_from(stop - off)
+                    .map_or(SCAN_CHUNK_BYTES, |n| n.min(SCAN_CHUNK_BYTES));
+                let chunk = self.bytes(off, want)?;
+                if chunk.is_empty() {
+                    return Ok(end);
+                }
+                if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
+                    end = off + i as u64 + 1;
+                }
+                off += chunk.len() as u64;
             }
-            if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
-                end = off + i as u64 + 1;
-            }
-            off += chunk.len() as u64;
         }
         Ok(end)
+    }
+
+    /// Every frame header in `[from, to)` whose own checksum holds, whether or
+    /// not its payload does, in order: what a damaged tail still says about
+    /// the records it held. A header that checks is skipped whole (the
+    /// writer put a frame of that length there); elsewhere the search moves
+    /// byte by byte. The caller bounds `to - from`.
+    pub fn frame_headers(&mut self, from: u64, to: u64) -> Result<Vec<FrameHeader>> {
+        let identity = self.identity;
+        let max_payload = self.max_payload;
+        let mut found = Vec::new();
+        let mut off = from;
+        while off < to {
+            let hb = self.bytes(off, FRAME_HDR)?;
+            let header = match hb.first_chunk::<FRAME_HDR>() {
+                Some(h) if h[4] == format::KIND_FULL => {
+                    format::decode_frame_header(&identity, h, max_payload).ok()
+                }
+                Some(_) => None,
+                None => break,
+            };
+            match header {
+                Some(h) => {
+                    off = off.saturating_add(h.frame_bytes());
+                    found.push(h);
+                }
+                None => off += 1,
+            }
+        }
+        Ok(found)
     }
 
     /// Search `[from, to)` byte by byte for the first offset holding a whole,

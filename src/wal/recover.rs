@@ -13,15 +13,16 @@
 //!
 //! Otherwise it is corruption of durable data, and the open fails.
 
+use super::files::{FileCache, SegmentFile};
 use super::format::SegmentHeader;
+use super::options::Lookalike;
 use super::options::{Problem, RecoveryMode, RecoveryReport, WalOptions};
 use super::reader::{FrameAt, SegmentReader, scan_segment};
-use super::segment::{EntryKind, classify};
+use super::segment::{EntryKind, classify, lookalike_reason};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::{SEGMENT_HEADER_BYTES, ZERO_CHUNK_BYTES};
 use crate::storage::{OpenMode, Storage, StorageFile, read_exact_at};
 use std::collections::BTreeMap;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub(crate) struct SegmentInfo {
     pub path: PathBuf,
-    pub file: Arc<dyn StorageFile>,
+    pub file: SegmentFile,
     pub header: SegmentHeader,
     /// Offset just past the last written record (salvage: the file length).
     pub end: u64,
@@ -74,7 +75,12 @@ impl Problems {
     }
 }
 
-pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &WalOptions) -> Result<Recovered> {
+pub(crate) fn recover(
+    storage: &dyn Storage,
+    dir: &Path,
+    opts: &WalOptions,
+    cache: &Arc<FileCache>,
+) -> Result<Recovered> {
     let salvage = opts.recovery_mode == RecoveryMode::Salvage;
     let mut report = RecoveryReport::default();
     let mut problems = Problems {
@@ -89,24 +95,29 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &WalOptions) -> R
             .sync_dir(dir)
             .map_err(|e| Error::io("sync_dir", dir, e))?;
     }
-    let mut names = storage.list(dir).map_err(|e| Error::io("list", dir, e))?;
-    names.sort();
+    let mut entries = storage.list(dir).map_err(|e| Error::io("list", dir, e))?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
     let mut seqs = Vec::new();
-    for name in names {
-        match classify(&name) {
+    for entry in entries {
+        let kind = classify(&entry.name);
+        if let Some(reason) = lookalike_reason(&kind, entry.kind) {
+            report.lookalike_files.push(Lookalike {
+                name: entry.name.clone(),
+                reason,
+            });
+            report.ignored_files.push(entry.name);
+            continue;
+        }
+        match kind {
             EntryKind::Segment(seq) => seqs.push(seq),
             EntryKind::Temp if !salvage => {
-                let path = dir.join(&name);
-                match storage.remove(&path) {
-                    Ok(()) => report.removed_temp_files.push(name),
-                    // A directory that merely looks like ours is not ours.
-                    Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
-                        report.ignored_files.push(name)
-                    }
-                    Err(e) => return Err(Error::io("remove", &path, e)),
-                }
+                let path = dir.join(&entry.name);
+                storage
+                    .remove(&path)
+                    .map_err(|e| Error::io("remove", &path, e))?;
+                report.removed_temp_files.push(entry.name);
             }
-            EntryKind::Temp | EntryKind::Foreign => report.ignored_files.push(name),
+            _ => report.ignored_files.push(entry.name),
         }
     }
     if !report.removed_temp_files.is_empty() {
@@ -119,25 +130,19 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &WalOptions) -> R
     let mut segments: BTreeMap<u64, SegmentInfo> = BTreeMap::new();
     let mut log_id = None;
     let mut next_lsn = 1;
-    // Open every segment first: what is last is decided among real files.
     let mode = if salvage {
         OpenMode::Read
     } else {
         OpenMode::ReadWrite
     };
-    let mut files = Vec::with_capacity(seqs.len());
-    for seq in seqs {
-        let name = super::segment::segment_file_name(seq);
-        let path = dir.join(&name);
-        match storage.open(&path, mode) {
-            Ok(file) => files.push((seq, path, file)),
-            // A directory that merely looks like ours is not ours.
-            Err(e) if e.kind() == io::ErrorKind::IsADirectory => report.ignored_files.push(name),
-            Err(e) => return Err(Error::io("open", &path, e)),
-        }
-    }
-    let count = files.len();
-    for (i, (seq, path, file)) in files.into_iter().enumerate() {
+    // One segment open at a time: the descriptors recovery holds do not grow
+    // with the log. Only the last stays open, for the writer.
+    let count = seqs.len();
+    for (i, seq) in seqs.into_iter().enumerate() {
+        let path = dir.join(super::segment::segment_file_name(seq));
+        let file = storage
+            .open(&path, mode)
+            .map_err(|e| Error::io("open", &path, e))?;
         if !salvage {
             file.sync_data()
                 .map_err(|e| Error::io("sync_data", &path, e))?;
@@ -221,6 +226,11 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, opts: &WalOptions) -> R
             }
         };
         report.records += info.records;
+        let file = if is_last && !salvage {
+            SegmentFile::pinned(&path, file)
+        } else {
+            SegmentFile::lazy(&path, cache)
+        };
         let seg = SegmentInfo {
             path,
             file,

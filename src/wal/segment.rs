@@ -3,7 +3,7 @@
 use super::format::SegmentHeader;
 use crate::error::{Error, Result};
 use crate::limits::ZERO_CHUNK_BYTES;
-use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::storage::{EntryType, OpenMode, Storage, StorageFile};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,26 +27,48 @@ pub enum EntryKind {
     Segment(u64),
     /// A half-created segment left by a crash.
     Temp,
+    /// Shaped like a segment's name (20 digits, `.wal`) but its number is
+    /// beyond `u64::MAX`, so no writer made it: most likely a copied or
+    /// renamed segment. Never read; tools report it.
+    OutOfRange,
     /// Not ours (`LOCK`, editor backups, `.DS_Store`, ...).
     Foreign,
 }
 
 /// Classify a directory entry by its name alone.
 pub fn classify(name: &str) -> EntryKind {
-    let digits_then = |suffix: &str| -> Option<u64> {
+    let digits = |suffix: &str| -> Option<&str> {
         let stem = name.strip_suffix(suffix)?;
-        if stem.len() != SEQ_DIGITS || !stem.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        stem.parse().ok()
+        (stem.len() == SEQ_DIGITS && stem.bytes().all(|b| b.is_ascii_digit())).then_some(stem)
     };
-    if let Some(seq) = digits_then(SEGMENT_SUFFIX) {
-        return EntryKind::Segment(seq);
+    if let Some(stem) = digits(SEGMENT_SUFFIX) {
+        return match stem.parse() {
+            Ok(seq) => EntryKind::Segment(seq),
+            Err(_) => EntryKind::OutOfRange,
+        };
     }
-    if digits_then(TEMP_SUFFIX).is_some() {
+    if digits(TEMP_SUFFIX).is_some() {
         return EntryKind::Temp;
     }
     EntryKind::Foreign
+}
+
+/// Why an entry whose name says segment (or segment being created) is not
+/// one, or `None` if it is what its name says. Such an entry is never read
+/// or removed; recovery lists it and `streamwal verify` reports it.
+pub(crate) fn lookalike_reason(kind: &EntryKind, entry: EntryType) -> Option<&'static str> {
+    match (kind, entry) {
+        (EntryKind::OutOfRange, _) => Some(
+            "named like a segment, but its number exceeds the largest sequence number (2^64 - 1), so no writer made it; not read (a copied or renamed segment?)",
+        ),
+        (EntryKind::Segment(_) | EntryKind::Temp, EntryType::Dir) => {
+            Some("named like a segment, but a directory; not read")
+        }
+        (EntryKind::Segment(_) | EntryKind::Temp, EntryType::Other) => Some(
+            "named like a segment, but not a regular file (a FIFO, socket, device or dangling link); not read",
+        ),
+        _ => None,
+    }
 }
 
 /// How a new segment's blocks are preallocated.
@@ -199,9 +221,12 @@ mod tests {
             "00000000000000000001.wal~",
             "1.wal",
             "0000000000000000000x.wal",
-            "99999999999999999999.wal",
         ] {
             assert_eq!(classify(n), EntryKind::Foreign, "{n}");
+        }
+        // One past u64::MAX, and the largest 20-digit number.
+        for n in ["18446744073709551616.wal", "99999999999999999999.wal"] {
+            assert_eq!(classify(n), EntryKind::OutOfRange, "{n}");
         }
         assert_eq!(classify("00000000000000000003.wal.tmp"), EntryKind::Temp);
     }

@@ -2,6 +2,7 @@
 //! machinery behind append and sync lives in `commit`.
 
 use super::commit::{Batch, Io, State};
+use super::files::{FileCache, SegmentFile};
 use super::format::SegmentHeader;
 use super::iter::WalIter;
 use super::options::{
@@ -49,6 +50,8 @@ pub(crate) struct Shared {
     pub(super) stop_cond: Condvar,
     /// Prepares the next segment ahead of need (see [`WalOptions::prepare_ahead`]).
     pub(super) spares: Option<SpareMaker>,
+    /// The sealed segments open now, a bounded number.
+    pub(super) files: Arc<FileCache>,
     pub(super) _lock: Option<Box<dyn DirLock>>,
 }
 
@@ -104,7 +107,8 @@ impl FileWal {
             Err(_) if read_only => None,
             Err(e) => return Err(Error::io("lock", &dir, e)),
         };
-        let rec = recover(&*storage, &dir, &opts)?;
+        let files = FileCache::new(storage.clone());
+        let rec = recover(&*storage, &dir, &opts, &files)?;
         if rec.next_lsn > crate::limits::LSN_MAX && !read_only {
             return Err(Error::LsnExhausted);
         }
@@ -136,11 +140,14 @@ impl FileWal {
                 let (path, file) =
                     create_segment(&*storage, &dir, &header, preallocate_bytes(&opts))?;
                 counters.segments_created.fetch_add(1, Ordering::Relaxed);
+                if let Some((_, old_tail)) = segments.last_key_value() {
+                    old_tail.file.unpin(&files);
+                }
                 segments.insert(
                     seq,
                     SegmentInfo {
+                        file: SegmentFile::pinned(&path, file),
                         path,
-                        file,
                         header,
                         end: SEGMENT_HEADER_BYTES,
                         records: 0,
@@ -155,7 +162,10 @@ impl FileWal {
                 seq,
                 tail.end,
                 Some(Io {
-                    file: tail.file.clone(),
+                    file: tail
+                        .file
+                        .get()
+                        .map_err(|e| Error::io("open", &tail.path, e))?,
                     path: tail.path.clone(),
                     spare_requested: false,
                     bytes: 0,
@@ -206,6 +216,7 @@ impl FileWal {
             stop: Mutex::new(false),
             stop_cond: Condvar::new(),
             spares,
+            files,
             _lock: lock,
             opts,
         });
@@ -423,6 +434,7 @@ impl Shared {
             return Err(not_found);
         }
         let mut buf = vec![0u8; (frame_end - h.offset) as usize];
+        let file = file.get().map_err(|e| Error::io("open", &path, e))?;
         let whole = crate::storage::read_exact_at(&*file, &mut buf, h.offset)
             .map_err(|e| Error::io("read", &path, e))?;
         let corrupt = |kind| Error::corruption(&path, h.offset, kind);

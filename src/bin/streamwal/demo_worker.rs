@@ -90,20 +90,8 @@ fn say(line: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot write to the demo: {e}"))
 }
 
-/// A library error as one line, with its causes.
-pub fn error_line(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
-}
-
 fn lib(what: &str) -> impl Fn(streamwal::Error) -> String + '_ {
-    move |e| format!("{what}: {}", error_line(&e))
+    move |e| format!("{what}: {}", crate::describe(&e))
 }
 
 /// Run the worker in `dir` (logs and checkpoints at `store` if given) until

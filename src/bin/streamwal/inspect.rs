@@ -24,7 +24,7 @@ pub use streamwal::wal::LogScan;
 /// Scan every segment of the log in `dir`, read-only, with the library's own
 /// scan and torn-tail rule (`streamwal::wal::scan_log`).
 pub fn scan_log(dir: &Path) -> Result<LogScan, String> {
-    streamwal::wal::scan_log(&StdStorage::new(), dir).map_err(|e| e.to_string())
+    streamwal::wal::scan_log(&StdStorage::new(), dir).map_err(|e| crate::describe(&e))
 }
 
 /// The journal replayed read-only on top of a checkpoint's tracker state.
@@ -42,6 +42,8 @@ pub struct JournalSummary {
     pub problems: Vec<(PathBuf, u64, String)>,
     /// The journal's torn tail, if any: (file, offset, bytes).
     pub torn_tail: Option<(PathBuf, u64, u64)>,
+    /// What the frame headers left in that tail say.
+    pub torn_frames: streamwal::wal::TornFrames,
 }
 
 /// Replay the journal in `dir` read-only from `(state, lsn)`.
@@ -58,6 +60,7 @@ pub fn replay_journal(
         records: report.records,
         segments: report.segments,
         torn_tail: scan.torn_tail.clone(),
+        torn_frames: scan.torn_frames,
         ..JournalSummary::default()
     };
     for p in &report.problems {

@@ -140,8 +140,10 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// An error and its chain of causes, on one line.
-pub fn describe(e: &Error) -> String {
+/// An error and its chain of causes, on one line: every error the tool
+/// prints goes through here, so that no cause ("Too many open files") is
+/// dropped.
+pub fn describe(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -252,6 +254,20 @@ pub fn read_checkpoints(dir: &Path, names: &[String]) -> Vec<CheckpointFile> {
             continue;
         };
         let path = dir.join(name);
+        // Never read what is not a regular file: a FIFO would block forever.
+        let regular = std::fs::metadata(&path).map(|m| m.is_file());
+        if let Ok(false) = regular {
+            out.push(CheckpointFile {
+                path,
+                batch_time,
+                size: 0,
+                result: Err((
+                    0,
+                    "named like a checkpoint, but not a regular file (a directory, FIFO, socket or device); not read, and the store ignores it".into(),
+                )),
+            });
+            continue;
+        }
         let (size, result) = match std::fs::read(&path) {
             Err(e) => (0, Err((0, format!("cannot read: {e}")))),
             Ok(bytes) => {

@@ -5,6 +5,7 @@ use crate::{DirKind, EXIT_DAMAGED, detect, json_str, list_dir, open_read_only, r
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use streamwal::tracker::TrackerState;
+use streamwal::wal::TornFrames;
 
 /// Arguments of `streamwal verify` (its help text is on the subcommand).
 #[derive(Debug, clap::Args)]
@@ -127,14 +128,45 @@ pub fn run(mut args: VerifyArgs) -> Result<ExitCode, String> {
     })
 }
 
-fn torn_warning(tail: &Option<(PathBuf, u64, u64)>, warnings: &mut Vec<Finding>) {
-    if let Some((path, off, bytes)) = tail {
-        warnings.push(Finding {
+fn torn_warning(
+    tail: &Option<(PathBuf, u64, u64)>,
+    frames: &TornFrames,
+    warnings: &mut Vec<Finding>,
+) {
+    let Some((path, off, bytes)) = tail else {
+        return;
+    };
+    // Say what the bytes prove and no more: a crash during the last write
+    // leaves a torn tail, but so does a file cut short or damaged at its
+    // end, and without surviving frame headers the two look the same.
+    let held = match frames.lsns {
+        Some((first, last)) if frames.writes > 1 => format!(
+            "it holds the headers of {} record(s), LSN {first}..{last}, from {} separate writes, so more than the last write was lost (a crash loses that many only under a sync policy that acknowledges before it syncs; otherwise the file was truncated or overwritten)",
+            frames.records, frames.writes
+        ),
+        Some((first, last)) => format!(
+            "it holds the headers of {} record(s), LSN {first}..{last}, from one write",
+            frames.records
+        ),
+        None => "no frame header survives in it, so how many records it held cannot be told".into(),
+    };
+    warnings.push(Finding {
+        file: path.clone(),
+        offset: *off,
+        reason: format!(
+            "torn tail of {bytes} bytes after the last valid record: {held}. A crash during an unsynced write leaves this, and so does truncation or damage at the end of the file, which the log cannot tell apart here; the next read-write open drops these bytes (--strict makes this an error)"
+        ),
+    });
+}
+
+/// Entries named like segments that are not, as problems: the directory has
+/// been tampered with, and a copied segment there is not being read.
+fn lookalike_problems(scan: &LogScan, problems: &mut Vec<Finding>) {
+    for (path, reason) in &scan.lookalikes {
+        problems.push(Finding {
             file: path.clone(),
-            offset: *off,
-            reason: format!(
-                "torn tail of {bytes} bytes: damage confined to the last write, which a crash leaves (unacknowledged) and which rot there looks like; the next open drops these records (--strict makes this an error)"
-            ),
+            offset: 0,
+            reason: (*reason).to_string(),
         });
     }
 }
@@ -158,7 +190,8 @@ fn verify_log(
             });
         }
     }
-    torn_warning(&scan.torn_tail, warnings);
+    torn_warning(&scan.torn_tail, &scan.torn_frames, warnings);
+    lookalike_problems(&scan, problems);
     let lsns = match (report.first_lsn, report.last_lsn) {
         (Some(f), Some(l)) => format!("LSN {f}..{l}"),
         _ => "no records".into(),
@@ -202,7 +235,7 @@ fn verify_checkpoints(
                 reason: format!("journal: {reason}"),
             });
         }
-        torn_warning(&j.torn_tail, warnings);
+        torn_warning(&j.torn_tail, &j.torn_frames, warnings);
         summary.push_str(&format!(
             "; journal {} record(s), {} replayed after LSN {lsn}",
             j.records, j.replayed
