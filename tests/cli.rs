@@ -445,3 +445,174 @@ fn a_missing_segment_and_stray_files_are_reported_without_panic() {
         assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     }
 }
+
+// ------------------------------------------- found by outside testing
+
+/// Run the binary, failing the test if it has not exited within a minute:
+/// these runs used to block forever on a FIFO. A passing run exits at once;
+/// the bound only turns a hang into a failure.
+fn run_bounded(args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_streamwal"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the streamwal binary");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(out) => out.expect("wait for streamwal"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("streamwal {args:?} blocked");
+        }
+    }
+}
+
+#[test]
+fn a_fifo_named_like_a_segment_or_checkpoint_is_reported_and_never_blocks() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("log");
+    build_log(&dir);
+    let fifo = dir.join(streamwal::wal::segment_file_name(900));
+    let st = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(st.success());
+    let o = run_bounded(&["verify", s(&dir)]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let out = stdout(&o);
+    assert!(out.contains(&format!("ERROR {}", fifo.display())), "{out}");
+    assert!(out.contains("not a regular file"), "{out}");
+    let o = run_bounded(&["inspect", s(&dir)]);
+    assert!(o.status.success(), "{o:?}");
+    let o = run_bounded(&["dump", s(&dir)]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o).lines().count(), 31);
+
+    let ckpt_dir = tmp.path().join("ckpt");
+    let store =
+        streamwal::checkpoint::CheckpointStore::open(&ckpt_dir, Default::default()).expect("store");
+    store
+        .write(&streamwal::checkpoint::Checkpoint {
+            batch_time: 1_000,
+            batch_interval_ms: 1_000,
+            graph: vec![0u8],
+            graph_version: 1,
+            pending_batches: Vec::new(),
+            journal_lsn: 0,
+            tracker: Default::default(),
+            source_offsets: Default::default(),
+        })
+        .expect("write");
+    drop(store);
+    let name = streamwal::checkpoint::checkpoint_file_name(5_000);
+    let st = Command::new("mkfifo")
+        .arg(ckpt_dir.join(&name))
+        .status()
+        .expect("mkfifo");
+    assert!(st.success());
+    let o = run_bounded(&["verify", s(&ckpt_dir)]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(stdout(&o).contains(&name), "{}", stdout(&o));
+    let o = run_bounded(&["inspect", s(&ckpt_dir)]);
+    assert!(o.status.code().is_some(), "{o:?}");
+}
+
+#[test]
+fn a_segment_copied_under_a_number_beyond_u64_fails_verify() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("log");
+    build_log(&dir);
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir(&copy).expect("mkdir");
+    let name = "99999999999999999999.wal";
+    std::fs::copy(
+        dir.join(streamwal::wal::segment_file_name(1)),
+        copy.join(name),
+    )
+    .expect("copy");
+    let o = run(&["verify", s(&copy)]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let out = stdout(&o);
+    assert!(out.contains(name) && out.contains("exceeds"), "{out}");
+    assert!(!out.contains("OK "), "{out}");
+}
+
+/// A log written record by record with a sync after each, as
+/// `SyncPolicy::Always` does: each frame's durable stamp is its predecessor.
+fn write_frames(file: &Path, records: &[(u64, u64)]) -> Vec<u64> {
+    use streamwal::wal::format::{FrameHeader, SegmentHeader, encode_frame};
+    let h = SegmentHeader {
+        log_id: 9,
+        segment_seq: 1,
+        first_lsn: 1,
+        unsynced_window_bytes: 1 << 20,
+        max_record_bytes: 1 << 16,
+    };
+    let mut bytes = h.encode().to_vec();
+    let mut offsets = Vec::new();
+    for &(lsn, durable_lsn) in records {
+        offsets.push(bytes.len() as u64);
+        let payload = format!("record {lsn} {}", "y".repeat(100));
+        let fh = FrameHeader {
+            payload_len: payload.len() as u32,
+            lsn,
+            time: lsn,
+            durable_lsn,
+            crc: 0,
+        };
+        encode_frame(&h.identity(), &fh, payload.as_bytes(), &mut bytes);
+    }
+    std::fs::write(file, &bytes).expect("write segment");
+    offsets
+}
+
+#[test]
+fn a_truncated_tail_is_not_called_the_last_write() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("log");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let file = dir.join(streamwal::wal::segment_file_name(1));
+    let recs: Vec<(u64, u64)> = (1..=40).map(|l| (l, l - 1)).collect();
+    let offsets = write_frames(&file, &recs);
+    // Cut 20 separately synced records off, in the middle of a frame.
+    let cut = offsets[20] + 25;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .expect("open");
+    f.set_len(cut).expect("truncate");
+    drop(f);
+    let o = run(&["verify", s(&dir)]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert!(out.contains("torn tail"), "{out}");
+    assert!(!out.contains("confined to the last write"), "{out}");
+    assert!(out.contains("cannot tell apart"), "{out}");
+    let o = run(&["verify", "--strict", s(&dir)]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+}
+
+#[test]
+fn a_tail_holding_frames_of_two_writes_says_more_than_the_last_write_was_lost() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("log");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let file = dir.join(streamwal::wal::segment_file_name(1));
+    // Records 4 and 5 come from two writes (stamps 2 and 3), neither yet
+    // proven durable; record 4's payload is damaged.
+    let offsets = write_frames(&file, &[(1, 0), (2, 1), (3, 2), (4, 2), (5, 3)]);
+    let mut bytes = std::fs::read(&file).expect("read");
+    bytes[offsets[3] as usize + 45] ^= 0xff;
+    std::fs::write(&file, &bytes).expect("write");
+    let o = run(&["verify", s(&dir)]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert!(out.contains("LSN 4..5"), "{out}");
+    assert!(out.contains("at least 2 separate writes"), "{out}");
+    assert!(out.contains("more than the last write was lost"), "{out}");
+    let o = run(&["verify", "--strict", s(&dir)]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+}

@@ -129,7 +129,8 @@ fn is_poisoned_err<T: std::fmt::Debug>(r: streamwal::Result<T>) -> bool {
 ///
 /// `StdStorage` locks with `flock`, whose lock belongs to the open file
 /// description, which a child forked by any thread shares until it execs.
-/// The lock is therefore released explicitly on drop; the test
+/// The process that took the lock therefore releases it explicitly on drop
+/// (a forked child only closes its copy); the test
 /// `reopen_is_not_locked_while_another_thread_spawns_processes` guards that.
 static PROCESS_SPAWN: RwLock<()> = RwLock::new(());
 

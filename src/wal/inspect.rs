@@ -34,14 +34,15 @@ pub struct SegmentScan {
 
 /// The records a torn tail held, as far as their surviving frame headers
 /// (each checked by its own checksum) tell. A tail cut off by truncation
-/// leaves no headers, so zero proves nothing; more than one write proves
+/// leaves no headers, so zero proves nothing; two distinct stamps prove
 /// that more than the last write was lost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TornFrames {
     /// Frame headers found after the last valid record.
     pub records: u64,
-    /// Distinct writes among them: frames written by separate group commits
-    /// carry different durable stamps.
+    /// Distinct durable stamps among them: a lower bound on the writes they
+    /// came from (one group commit stamps its frames alike; frames of two
+    /// writes with no sync between them are stamped alike too).
     pub writes: u64,
     /// The smallest and the largest LSN among them.
     pub lsns: Option<(u64, u64)>,

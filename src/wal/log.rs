@@ -19,6 +19,18 @@ use std::sync::Arc;
 /// exclusively while the `Wal` lives; a prefix is claimed, and the latest
 /// opener fences the earlier ones.
 ///
+/// A log holds a bounded number of file descriptors however many segments
+/// it has: the lock, the tail segment and at most
+/// [`OPEN_SEALED_SEGMENTS_MAX`](crate::limits::OPEN_SEALED_SEGMENTS_MAX)
+/// sealed segments, opened when a read or an iterator needs them.
+///
+/// **Fork.** A process forked without exec inherits the log's descriptors,
+/// and the directory lock with them (it belongs to the shared open file
+/// description). The child must not use the inherited `Wal`: its
+/// background threads do not exist there, and two writers would
+/// interleave. Dropping it in the child is safe and leaves the parent's lock
+/// in place; the lock is released when the parent drops its `Wal`.
+///
 /// # Example
 ///
 /// ```

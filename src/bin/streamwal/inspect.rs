@@ -271,3 +271,16 @@ fn code(damaged: bool) -> ExitCode {
         ExitCode::SUCCESS
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The cause of an I/O error reaches the user ("Too many open files",
+    /// "No such file or directory"), not only the operation and the path.
+    #[test]
+    fn a_scan_error_carries_its_cause() {
+        let dir = std::path::Path::new("/nonexistent/streamwal-inspect-test");
+        let err = super::scan_log(dir).expect_err("no such directory");
+        assert!(err.contains("list"), "{err}");
+        assert!(err.contains("No such file or directory"), "{err}");
+    }
+}

@@ -141,11 +141,11 @@ fn torn_warning(
     // end, and without surviving frame headers the two look the same.
     let held = match frames.lsns {
         Some((first, last)) if frames.writes > 1 => format!(
-            "it holds the headers of {} record(s), LSN {first}..{last}, from {} separate writes, so more than the last write was lost (a crash loses that many only under a sync policy that acknowledges before it syncs; otherwise the file was truncated or overwritten)",
+            "it holds the headers of {} record(s), LSN {first}..{last}, from at least {} separate writes, so more than the last write was lost (a crash can lose that much only under a sync policy that acknowledges before it syncs; otherwise the file was truncated or overwritten)",
             frames.records, frames.writes
         ),
         Some((first, last)) => format!(
-            "it holds the headers of {} record(s), LSN {first}..{last}, from one write",
+            "it holds the headers of {} record(s), LSN {first}..{last}, stamped alike (one write, or several with no sync between)",
             frames.records
         ),
         None => "no frame header survives in it, so how many records it held cannot be told".into(),
