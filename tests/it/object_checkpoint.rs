@@ -6,7 +6,7 @@
 //! missing URL fails the test instead of skipping the S3 half).
 #![cfg(feature = "object-store")]
 
-mod common;
+use crate::common;
 
 use common::objects::{Backend, Hook, Interleaving, backends, plant};
 

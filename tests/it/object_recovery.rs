@@ -6,7 +6,7 @@
 //! when `STREAMWAL_S3_URL` is set.
 #![cfg(feature = "object-store")]
 
-mod common;
+use crate::common;
 
 use common::context::add;
 use common::objects::{Backend, backends};

@@ -5,6 +5,7 @@
 //! `main` (so no example binary needs to be built first). Children are
 //! synchronized by reading their output lines, never by sleeping.
 
+use crate::common::test_name;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -25,10 +26,10 @@ const EXAMPLE_ENV: &str = "STREAMWAL_EXAMPLE_CHILD";
 const ARGS_ENV: &str = "STREAMWAL_EXAMPLE_ARGS";
 
 #[allow(dead_code)]
-#[path = "../examples/dedup_buckets.rs"]
+#[path = "../../examples/dedup_buckets.rs"]
 mod dedup_buckets;
 #[allow(dead_code)]
-#[path = "../examples/network_word_count.rs"]
+#[path = "../../examples/network_word_count.rs"]
 mod network_word_count;
 
 /// The example's `main`, run only when a test re-executes this binary.
@@ -60,7 +61,7 @@ fn child_of(spec: &Command) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
-        "example_child_main",
+        &test_name(module_path!(), "example_child_main"),
         "--ignored",
         "--nocapture",
         "-q",

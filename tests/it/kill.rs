@@ -2,6 +2,7 @@
 //!
 //! Rounds: `STREAMWAL_KILLS` (default 20). Soak: `STREAMWAL_KILLS=1000 cargo test --release --test kill`.
 
+use crate::common::test_name;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -118,7 +119,12 @@ fn kill_nine_loses_nothing_acknowledged() {
 
     for round in 0..rounds {
         let mut child = Command::new(&exe)
-            .args(["--exact", "kill_child_main", "--ignored", "--nocapture"])
+            .args([
+                "--exact",
+                &test_name(module_path!(), "kill_child_main"),
+                "--ignored",
+                "--nocapture",
+            ])
             .env(CHILD_DIR_ENV, &dir)
             .env(CHILD_ROUND_ENV, round.to_string())
             .stdout(Stdio::piped())

@@ -616,3 +616,49 @@ fn a_tail_holding_frames_of_two_writes_says_more_than_the_last_write_was_lost() 
     let o = run(&["verify", "--strict", s(&dir)]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
 }
+
+/// `verify`, `inspect` and `dump` of a log of more segments than the
+/// descriptor limit allows open at once (each used to be opened and kept).
+#[test]
+fn a_log_of_more_segments_than_descriptors_is_verified_inspected_and_dumped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("log");
+    // Written by hand (no syncs, so fast): one record per segment, as a
+    // writer with tiny segments leaves them.
+    use streamwal::wal::format::{FrameHeader, SegmentHeader, encode_frame};
+    std::fs::create_dir(&dir).expect("mkdir");
+    for seq in 1..=1_500u64 {
+        let h = SegmentHeader {
+            log_id: 5,
+            segment_seq: seq,
+            first_lsn: seq,
+            unsynced_window_bytes: 1 << 20,
+            max_record_bytes: 1 << 16,
+        };
+        let mut bytes = h.encode().to_vec();
+        let fh = FrameHeader {
+            payload_len: 8,
+            lsn: seq,
+            time: seq,
+            durable_lsn: seq - 1,
+            crc: 0,
+        };
+        encode_frame(&h.identity(), &fh, &seq.to_le_bytes(), &mut bytes);
+        std::fs::write(dir.join(streamwal::wal::segment_file_name(seq)), bytes).expect("write");
+    }
+    let d = s(&dir);
+    for args in [
+        vec!["verify", d],
+        vec!["inspect", d],
+        vec!["dump", d, "--limit", "3"],
+    ] {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -n 128 && exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_streamwal"))
+            .args(&args)
+            .output()
+            .expect("run under ulimit");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+}

@@ -6,7 +6,7 @@
 //! `tests/common/objects.rs`).
 #![cfg(feature = "object-store")]
 
-mod common;
+use crate::common;
 
 use common::objects::{Backend, Hook, Interleaving, backends, fetch, plant, put_fault, remove};
 use proptest::prelude::*;

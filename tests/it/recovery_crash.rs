@@ -8,6 +8,7 @@
 //! printed `STREAMWAL_RECOVERY_SEED`. Soak:
 //! `STREAMWAL_RECOVERY_KILLS=500 cargo test --release --test recovery_crash`.
 
+use crate::common::test_name;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -656,7 +657,12 @@ fn kill_nine_recovery_loses_nothing() {
         let child_seed = rng.next() | 1;
         let stderr_path: PathBuf = tmp.path().join(format!("child-{round}.stderr"));
         let mut child = Command::new(&exe)
-            .args(["--exact", "recovery_child_main", "--ignored", "--nocapture"])
+            .args([
+                "--exact",
+                &test_name(module_path!(), "recovery_child_main"),
+                "--ignored",
+                "--nocapture",
+            ])
             .env(CKPT_ENV, &ckpt_dir)
             .env(RX_ENV, &rx_dir)
             .env(SEED_ENV, child_seed.to_string())

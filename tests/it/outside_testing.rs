@@ -5,6 +5,7 @@
 //! and a sparse tail of gigabytes.
 #![allow(unsafe_code)] // fork(2) and waitpid(2), in one test
 
+use crate::common::test_name;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -275,7 +276,7 @@ fn under_fd_limit(program: &Path, args: &[&str]) -> Command {
 }
 
 #[test]
-fn a_log_of_more_segments_than_descriptors_opens_reads_and_verifies() {
+fn a_log_of_more_segments_than_descriptors_opens_reads_and_appends() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wal");
     write_many_segments(&dir);
@@ -284,7 +285,10 @@ fn a_log_of_more_segments_than_descriptors_opens_reads_and_verifies() {
         &exe,
         &[
             "--exact",
-            "fd_child_opens_a_long_log_under_a_low_descriptor_limit",
+            &test_name(
+                module_path!(),
+                "fd_child_opens_a_long_log_under_a_low_descriptor_limit",
+            ),
             "--test-threads=1",
             "--nocapture",
         ],
@@ -297,16 +301,6 @@ fn a_log_of_more_segments_than_descriptors_opens_reads_and_verifies() {
         String::from_utf8_lossy(&out.stdout).contains("1 passed"),
         "the child ran the test: {out:?}"
     );
-    let cli = Path::new(env!("CARGO_BIN_EXE_streamwal"));
-    let d = dir.to_str().unwrap();
-    for args in [
-        vec!["verify", d],
-        vec!["inspect", d],
-        vec!["dump", d, "--limit", "3"],
-    ] {
-        let out = under_fd_limit(cli, &args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {out:?}");
-    }
 }
 
 // ----------------------------------------------------------- sparse tails

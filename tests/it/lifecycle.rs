@@ -1,5 +1,6 @@
 //! Proves the log's lifecycle contract on the real file system: exclusive locking (in this process and from another process), fail-stop poisoning after an injected EIO or ENOSPC with every acknowledged record surviving reopen, the record-size bound, rollover across many small segments, retention by LSN and by time across reopen, the sync policies, stray and temporary files, missing and foreign segments, and read-only salvage mode.
 
+use crate::common::test_name;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -246,8 +247,13 @@ fn flock_holder(dir: &Path) -> Option<Holder> {
 /// This test binary, re-run so that [`HOLDER_TEST`] opens the log and waits.
 fn wal_holder(dir: &Path) -> Holder {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([HOLDER_TEST, "--exact", "--nocapture", "--test-threads=1"])
-        .env(HOLDER_ENV, dir);
+    cmd.args([
+        &test_name(module_path!(), HOLDER_TEST),
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(HOLDER_ENV, dir);
     Holder::spawn(cmd)
 }
 
@@ -699,9 +705,10 @@ fn a_panicking_storage_fails_the_other_appenders_instead_of_hanging_them() {
     let first = wal.append(b"before").unwrap();
     plan.panic_file_sync_after(1);
     let (tx, rx) = std::sync::mpsc::channel();
+    let mut appenders = Vec::new();
     for t in 0..4u64 {
         let (wal, tx) = (wal.clone(), tx.clone());
-        std::thread::spawn(move || {
+        appenders.push(std::thread::spawn(move || {
             let results: Vec<bool> = (0..20u64)
                 .map(|i| {
                     let p = payload(t * 1000 + i, 64);
@@ -711,7 +718,7 @@ fn a_panicking_storage_fails_the_other_appenders_instead_of_hanging_them() {
                 })
                 .collect();
             tx.send(results).unwrap();
-        });
+        }));
     }
     for _ in 0..4 {
         let results = rx
@@ -721,6 +728,11 @@ fn a_panicking_storage_fails_the_other_appenders_instead_of_hanging_them() {
             results.iter().all(|ok| !ok),
             "nothing syncs after the panic"
         );
+    }
+    // Each appender has answered; wait until each has also dropped its
+    // handle on the log, so that the drop below closes it (its lock too).
+    for a in appenders {
+        a.join().unwrap();
     }
     assert!(wal.is_poisoned());
     plan.clear();

@@ -1,6 +1,6 @@
 //! Driver recovery with `get_or_create`: a fresh start, recovery from the journal alone, from a checkpoint plus the journal's tail, and from an older checkpoint when the newest is damaged; the batches to run are exactly the uncommitted ones (pending, allocated, downtime) in time order with unchanged block lists; a receiver log or journal that lost acknowledged data is an error, never a silent loss.
 
-mod common;
+use crate::common;
 
 use common::context::add;
 

@@ -8,6 +8,7 @@
 //! set.
 #![cfg(feature = "object-store")]
 
+#[path = "../../tests/it/common/mod.rs"]
 mod common;
 
 use common::context::add;

@@ -1,0 +1,34 @@
+//! The integration tests, linked as one binary (one link instead of one
+//! per file). Each module is one former test file; `common` holds what they
+//! share. Run one module with `cargo test --all-features --test it -- NAME::`.
+
+mod common;
+
+mod alloc_free_append;
+mod bitflip;
+mod checkpoint;
+mod concurrency;
+mod dir_sync;
+mod durable_stamp;
+mod examples;
+mod failed_fsync;
+mod fuzz_seeds;
+mod hostile;
+mod kill;
+mod lifecycle;
+mod model;
+mod object_checkpoint;
+mod object_faults;
+mod object_log;
+mod object_recovery;
+mod outside_testing;
+mod prepare_ahead;
+mod recovery;
+mod recovery_crash;
+mod sim_checkpoint;
+mod sim_tracker;
+mod sim_wal;
+mod smoke;
+mod torn_tail;
+mod tracker;
+mod tracker_model;
