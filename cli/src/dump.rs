@@ -2,7 +2,7 @@
 
 use crate::inspect::scan_log;
 use crate::verify::in_torn_tail;
-use crate::{DirKind, EXIT_DAMAGED, detect, hex, json_str, open_read_only};
+use crate::{DirKind, EXIT_DAMAGED, detect, hex, open_read_only};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,14 +59,14 @@ fn line(format: Format, h: &streamwal::RecordHandle, payload: &[u8], events: boo
             ),
         };
         return match format {
-            Format::Json => format!(
-                "{{\"lsn\":{},\"segment\":{},\"offset\":{},\"len\":{},\"event\":{}}}",
-                h.lsn(),
-                h.segment(),
-                h.offset(),
-                h.len(),
-                json_str(&event)
-            ),
+            Format::Json => serde_json::json!({
+                "lsn": h.lsn(),
+                "segment": h.segment(),
+                "offset": h.offset(),
+                "len": h.len(),
+                "event": event,
+            })
+            .to_string(),
             Format::Text | Format::Hex => format!(
                 "lsn={} segment={} offset={} len={} event={event}",
                 h.lsn(),
@@ -79,17 +79,18 @@ fn line(format: Format, h: &streamwal::RecordHandle, payload: &[u8], events: boo
     let text = std::str::from_utf8(payload).ok();
     match format {
         Format::Json => {
-            let data = match text {
-                Some(t) => format!("\"text\":{}", json_str(t)),
-                None => format!("\"hex\":\"{}\"", hex(payload)),
+            let mut obj = serde_json::json!({
+                "lsn": h.lsn(),
+                "segment": h.segment(),
+                "offset": h.offset(),
+                "len": h.len(),
+            });
+            let (key, value) = match text {
+                Some(t) => ("text", t.to_string()),
+                None => ("hex", hex(payload)),
             };
-            format!(
-                "{{\"lsn\":{},\"segment\":{},\"offset\":{},\"len\":{},{data}}}",
-                h.lsn(),
-                h.segment(),
-                h.offset(),
-                h.len()
-            )
+            obj[key] = serde_json::Value::String(value);
+            obj.to_string()
         }
         Format::Text | Format::Hex => {
             let data = match text {

@@ -1,7 +1,7 @@
 //! `streamwal verify DIR`: read and check every byte, modify nothing.
 
 use crate::inspect::{LogScan, replay_journal, scan_log};
-use crate::{DirKind, EXIT_DAMAGED, detect, json_str, list_dir, open_read_only, read_checkpoints};
+use crate::{DirKind, EXIT_DAMAGED, detect, list_dir, open_read_only, read_checkpoints};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use streamwal::tracker::TrackerState;
@@ -70,30 +70,30 @@ pub fn run(mut args: VerifyArgs) -> Result<ExitCode, String> {
     }
     let healthy = problems.is_empty();
     if args.json {
-        let list = |v: &[Finding]| {
+        let list = |v: &[Finding]| -> Vec<serde_json::Value> {
             v.iter()
                 .map(|f| {
-                    format!(
-                        "{{\"file\":{},\"offset\":{},\"reason\":{}}}",
-                        json_str(&f.file.to_string_lossy()),
-                        f.offset,
-                        json_str(&f.reason)
-                    )
+                    serde_json::json!({
+                        "file": f.file.to_string_lossy(),
+                        "offset": f.offset,
+                        "reason": f.reason,
+                    })
                 })
-                .collect::<Vec<_>>()
-                .join(",")
+                .collect()
         };
-        println!(
-            "{{\"dir\":{},\"kind\":{},\"healthy\":{healthy},\"summary\":{},\"problems\":[{}],\"warnings\":[{}]}}",
-            json_str(&args.dir.to_string_lossy()),
-            json_str(match kind {
-                DirKind::Log => "log",
-                DirKind::Checkpoints => "checkpoints",
-            }),
-            json_str(&summary),
-            list(&problems),
-            list(&warnings)
-        );
+        let kind = match kind {
+            DirKind::Log => "log",
+            DirKind::Checkpoints => "checkpoints",
+        };
+        let report = serde_json::json!({
+            "dir": args.dir.to_string_lossy(),
+            "kind": kind,
+            "healthy": healthy,
+            "summary": summary,
+            "problems": list(&problems),
+            "warnings": list(&warnings),
+        });
+        println!("{report}");
     } else {
         for f in &problems {
             println!(
