@@ -44,8 +44,15 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod checkpoint;
+// The bincode codec: public only with the `internals` feature.
+#[cfg(feature = "internals")]
 pub mod codec;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)]
+mod codec;
 pub mod error;
+/// Entry points of the fuzz targets in `fuzz/` (feature `internals`).
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;

@@ -6,6 +6,9 @@ mod format;
 mod store;
 mod writer;
 
+/// The checkpoint file codec, for the crate's own tools (feature
+/// `internals`; no stability promise).
+#[cfg(feature = "internals")]
 pub use format::{
     CHECKPOINT_FORMAT_VERSION, CHECKPOINT_HEADER_BYTES, CHECKPOINT_MAGIC, CheckpointHeader,
     decode_body, decode_body_raw, decode_file, decode_file_raw, encode_file,

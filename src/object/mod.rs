@@ -48,7 +48,8 @@ pub use checkpoint::{ObjectCheckpointStore, ObjectLatest, RawObject, SkippedObje
 pub use location::{ObjectLocation, file_url_path};
 pub(crate) use log::ObjectLog;
 pub use log::{LOG_OBJECT_SUFFIX, log_object_name};
-/// The `object_store` crate this module is built on, re-exported so that a
-/// caller can pass a store of the matching version to
-/// [`ObjectLocation::with_store`].
+/// The `object_store` crate this module is built on (feature `internals`,
+/// for the crate's own tests). An engine that passes its own store to
+/// [`ObjectLocation::with_store`] depends on `object_store` 0.14 itself.
+#[cfg(feature = "internals")]
 pub use object_store;

@@ -10,7 +10,13 @@
 
 mod commit;
 mod files;
+// The segment codec: public only with the `internals` feature (the CLI,
+// the fuzz targets and the tests use it; an engine has no need).
+#[cfg(feature = "internals")]
 pub mod format;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)]
+mod format;
 mod inspect;
 mod iter;
 mod log;
