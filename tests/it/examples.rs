@@ -5,6 +5,7 @@
 //! `main` (so no example binary needs to be built first). Children are
 //! synchronized by reading their output lines, never by sleeping.
 
+use crate::common::rng::{Rng, seed_from_env};
 use crate::common::test_name;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -75,33 +76,6 @@ fn child_of(spec: &Command) -> Command {
         cmd.current_dir(dir);
     }
     cmd
-}
-
-/// xorshift64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("STREAMWAL_EXAMPLES_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        })
 }
 
 /// A running child whose stdout lines arrive on a channel.
@@ -319,9 +293,8 @@ fn resume_line(first: &str) -> u64 {
 
 #[test]
 fn dedup_buckets_survives_kill_nine_exactly_once() {
-    let seed = seed();
-    println!("STREAMWAL_EXAMPLES_SEED={seed}");
-    let mut rng = Rng(seed);
+    let seed = seed_from_env("STREAMWAL_EXAMPLES_SEED");
+    let mut rng = Rng::new(seed);
     let tmp = tempfile::tempdir().unwrap();
     let (state, out) = (tmp.path().join("state"), tmp.path().join("out"));
     const N: u64 = 6_000;
@@ -619,9 +592,8 @@ fn network_word_count_counts_a_tcp_source_through_the_wal() {
 
 #[test]
 fn network_word_count_file_source_loses_nothing_across_kill_nine() {
-    let seed = seed();
-    println!("STREAMWAL_EXAMPLES_SEED={seed}");
-    let mut rng = Rng(seed);
+    let seed = seed_from_env("STREAMWAL_EXAMPLES_SEED");
+    let mut rng = Rng::new(seed);
     let tmp = tempfile::tempdir().unwrap();
     let (file, ckpt) = (tmp.path().join("words.txt"), tmp.path().join("ckpt"));
     let parts = [word_lines(200, 2), word_lines(150, 3), word_lines(100, 5)];
@@ -727,9 +699,8 @@ fn network_word_count_file_source_loses_nothing_across_kill_nine() {
 
 #[test]
 fn network_word_count_wal_recovers_acknowledged_lines_after_kill_nine() {
-    let seed = seed();
-    println!("STREAMWAL_EXAMPLES_SEED={seed}");
-    let mut rng = Rng(seed);
+    let seed = seed_from_env("STREAMWAL_EXAMPLES_SEED");
+    let mut rng = Rng::new(seed);
     let tmp = tempfile::tempdir().unwrap();
     let ckpt = tmp.path().join("ckpt");
     let cmd = |addr: String| {

@@ -1,6 +1,7 @@
 //! The fuzz targets hold on the checked-in seeds and on deterministic
 //! mutations of them, so CI exercises them on stable without cargo-fuzz.
 
+use crate::common::rng::Rng;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use streamwal::fuzzing::{self, bytes_from_files};
@@ -24,14 +25,10 @@ fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-/// xorshift64: deterministic mutations without a dependency.
-fn mutations(seed: &[u8], count: usize, mut state: u64) -> Vec<Vec<u8>> {
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+/// Deterministic mutations of `seed`: bit flips, overwritten bytes, cuts.
+fn mutations(seed: &[u8], count: usize, state: u64) -> Vec<Vec<u8>> {
+    let mut rng = Rng::new(state);
+    let mut next = || rng.next();
     (0..count)
         .map(|_| {
             let mut m = seed.to_vec();

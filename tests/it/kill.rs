@@ -2,6 +2,7 @@
 //!
 //! Rounds: `STREAMWAL_KILLS` (default 20). Soak: `STREAMWAL_KILLS=1000 cargo test --release --test kill`.
 
+use crate::common::rng::{Rng, seed_from_env};
 use crate::common::test_name;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -80,36 +81,15 @@ fn kill_child_main() {
     }
 }
 
-/// xorshift64, seeded from the clock: each run kills at other moments; the
-/// seed is printed so a failure can be replayed with STREAMWAL_KILL_SEED.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn kill_nine_loses_nothing_acknowledged() {
     let rounds: u64 = std::env::var("STREAMWAL_KILLS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    let seed = std::env::var("STREAMWAL_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("STREAMWAL_KILL_SEED={seed}");
-    let mut rng = Rng(seed);
+    // Seeded from the clock unless given: each run kills at other moments.
+    let seed = seed_from_env("STREAMWAL_KILL_SEED");
+    let mut rng = Rng::new(seed);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wal");
     let exe = std::env::current_exe().unwrap();

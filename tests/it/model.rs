@@ -7,6 +7,7 @@
 //! oldest sealed segments whose records all qualify, stopping at the first
 //! that does not, never the segment being written.
 
+use crate::common::rng::Rng;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
@@ -105,17 +106,9 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
     (len, any::<u64>()).prop_map(|(len, seed)| fill(len, seed))
 }
 
-/// `len` pseudo-random bytes from `seed` (xorshift64*).
+/// `len` pseudo-random bytes from `seed`.
 fn fill(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-        })
-        .collect()
+    Rng::new(seed).bytes(len)
 }
 
 fn time() -> impl Strategy<Value = Option<u64>> {

@@ -7,6 +7,7 @@
 #![cfg(feature = "object-store")]
 
 use crate::common;
+use crate::common::rng::Rng;
 
 use common::objects::{Backend, Hook, Interleaving, backends, fetch, plant, put_fault, remove};
 use proptest::prelude::*;
@@ -598,13 +599,8 @@ fn the_log_matches_a_model_on_every_backend() {
         0x9e37_79b9_7f4a_7c15,
         0xd1b5_4a32_d192_ed03,
     ] {
-        let mut x = seed;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = Rng::new(seed);
+        let mut next = move || rng.next();
         let ops: Vec<Op> = (0..60)
             .map(|_| match next() % 13 {
                 0..=3 => Op::Append(vec![next() as u8; (next() % 300) as usize], next() % 100),

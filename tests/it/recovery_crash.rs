@@ -8,6 +8,7 @@
 //! printed `STREAMWAL_RECOVERY_SEED`. Soak:
 //! `STREAMWAL_RECOVERY_KILLS=500 cargo test --release --test recovery_crash`.
 
+use crate::common::rng::{Rng, seed_from_env};
 use crate::common::test_name;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -125,20 +126,6 @@ fn parse_list(s: &str) -> Vec<(u32, u64)> {
         .collect()
 }
 
-/// xorshift64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn env_u64(name: &str) -> u64 {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} unset"))
@@ -161,7 +148,7 @@ fn recovery_child_main() {
         return;
     };
     let rx_dir = std::env::var(RX_ENV).expect("receiver dir");
-    let mut rng = Rng(env_u64(SEED_ENV));
+    let mut rng = Rng::new(env_u64(SEED_ENV));
     let now = env_u64(NOW_ENV);
     let mut ctx = get_or_create(&ckpt_dir, &rx_dir, options(), now, graph).expect("recover");
     assert_eq!(ctx.graph, graph());
@@ -632,18 +619,8 @@ fn kill_nine_recovery_loses_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(40);
-    let seed = std::env::var("STREAMWAL_RECOVERY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("STREAMWAL_RECOVERY_SEED={seed}");
-    let mut rng = Rng(seed);
+    let seed = seed_from_env("STREAMWAL_RECOVERY_SEED");
+    let mut rng = Rng::new(seed);
     let tmp = tempfile::tempdir().unwrap();
     let ckpt_dir = tmp.path().join("checkpoints");
     let rx_dir = tmp.path().join("receiver");

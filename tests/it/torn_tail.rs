@@ -1,5 +1,6 @@
 //! Proves that a torn tail (the last record, or a member of the last unsynced group-commit batch, cut short at any byte: truncated, zeroed or left as garbage) is repaired on open, keeping every earlier record byte for byte, reporting and zeroing the discarded bytes and accepting new appends; and that damage the unsynced window cannot explain (a damaged segment header, a damaged record proven durable, junk beyond the window) is an `Error::Corruption`, never a panic.
 
+use crate::common::rng::Rng;
 use std::fs;
 use std::path::{Path, PathBuf};
 use streamwal::limits::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
@@ -245,12 +246,10 @@ fn garbage(bytes: &mut Vec<u8>, from: usize, to: usize, seed: u64) {
     if bytes.len() < to {
         bytes.resize(to, 0);
     }
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     for b in &mut bytes[from..to] {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b ^= (x as u8) | 1;
+        // `| 1`: every byte changes.
+        *b ^= (rng.next() as u8) | 1;
     }
 }
 

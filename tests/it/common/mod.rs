@@ -6,6 +6,7 @@
 pub mod objects;
 
 pub mod context;
+pub mod rng;
 
 /// The name libtest knows a test by in this binary (`module::test`), from
 /// the caller's `module_path!()`: for re-running the binary with `--exact`
