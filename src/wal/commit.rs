@@ -8,19 +8,67 @@
 //! wakes everyone. Appenders that arrive during the leader's sync gather in
 //! the next batch and share the next sync.
 
-use super::files::SegmentFile;
+use super::files::{FileCache, SegmentFile};
 use super::format::{FrameHeader, SegmentHeader, encode_frame};
-use super::options::{RecordHandle, SyncPolicy};
-use super::recover::SegmentInfo;
-use super::segment::{Fill, create_segment, install_spare};
-use super::writer::{Shared, preallocate_bytes};
+use super::options::{RecordHandle, RecoveryReport, SyncPolicy, WalOptions};
+use super::segment::{Fill, SegmentInfo, create_segment, install_spare};
+use super::spare::SpareMaker;
 use crate::error::{Error, Result};
 use crate::limits::{ALLOCATE_FRAME_BYTES_MIN, FRAME_HEADER_BYTES, LSN_MAX, SEGMENT_HEADER_BYTES};
-use crate::storage::StorageFile;
+use crate::storage::{DirLock, Storage, StorageFile};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// What the log handle, the flusher thread and the group-commit leader
+/// share: the options, the state under its lock, the leader's file, the
+/// condition variables appenders and `sync` callers wait on.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(super) dir: PathBuf,
+    pub(super) storage: Arc<dyn Storage>,
+    pub(super) opts: WalOptions,
+    pub(super) log_id: u64,
+    pub(super) read_only: bool,
+    pub(super) state: Mutex<State>,
+    /// `sync` callers wait here; woken after every batch.
+    pub(super) cond: Condvar,
+    /// Appenders wait on the one of these their batch's number picks.
+    pub(super) batch_done: [Condvar; 2],
+    pub(super) io: Mutex<Option<Io>>,
+    pub(super) retention: Mutex<()>,
+    pub(super) counters: Counters,
+    pub(super) report: RecoveryReport,
+    pub(super) stop: Mutex<bool>,
+    pub(super) stop_cond: Condvar,
+    /// Prepares the next segment ahead of need (see [`WalOptions::prepare_ahead`]).
+    pub(super) spares: Option<SpareMaker>,
+    /// The sealed segments open now, a bounded number.
+    pub(super) files: Arc<FileCache>,
+    pub(super) _lock: Option<Box<dyn DirLock>>,
+}
+
+/// What the log has done since it was opened (see `WalStats`).
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) records: AtomicU64,
+    pub(super) bytes: AtomicU64,
+    pub(super) batches: AtomicU64,
+    pub(super) data_syncs: AtomicU64,
+    pub(super) segments_created: AtomicU64,
+    pub(super) segments_prepared_ahead: AtomicU64,
+    pub(super) segments_removed: AtomicU64,
+}
+
+/// How far a new segment is preallocated (0: not at all).
+pub(super) fn preallocate_bytes(opts: &WalOptions) -> u64 {
+    if opts.preallocate {
+        opts.segment_bytes
+    } else {
+        0
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct State {

@@ -2,7 +2,7 @@
 
 use super::options::RecordHandle;
 use super::reader::{FrameAt, SegmentReader};
-use super::recover::SegmentInfo;
+use super::segment::SegmentInfo;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::SEGMENT_HEADER_BYTES;
 

@@ -3,8 +3,10 @@
 //! on open.
 //!
 //! Submodules: [`format`](mod@format) is the pure codec (every on-disk byte is encoded and
-//! decoded there); `segment` names and creates segment files; `reader` scans
-//! frames; `recover` opens a directory; `writer` appends with group commit;
+//! decoded there); `segment` names and creates segment files and holds what
+//! the open log knows of each; `reader` scans frames; `recover` opens a
+//! directory; `writer` is the log handle (open, read, retention) and uses
+//! `commit`, which holds the state they share and appends with group commit;
 //! `spare` prepares the next segment ahead of need; `iter` reads in order;
 //! `files` opens sealed segments on demand, a bounded number at a time.
 

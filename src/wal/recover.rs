@@ -18,34 +18,13 @@ use super::format::SegmentHeader;
 use super::options::Lookalike;
 use super::options::{Problem, RecoveryMode, RecoveryReport, WalOptions};
 use super::reader::{FrameAt, SegmentReader, scan_segment};
-use super::segment::{EntryKind, classify, lookalike_reason};
+use super::segment::{EntryKind, SegmentInfo, classify, lookalike_reason};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::{SEGMENT_HEADER_BYTES, ZERO_CHUNK_BYTES};
 use crate::storage::{OpenMode, Storage, StorageFile, read_exact_at};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-
-/// One segment as the open log knows it.
-#[derive(Debug, Clone)]
-pub(crate) struct SegmentInfo {
-    pub path: PathBuf,
-    pub file: SegmentFile,
-    pub header: SegmentHeader,
-    /// Offset just past the last written record (salvage: the file length).
-    pub end: u64,
-    /// Records written in this segment.
-    pub records: u64,
-    /// Largest record time in the segment (0 if empty).
-    pub max_time: u64,
-}
-
-impl SegmentInfo {
-    /// LSN of the first record after this segment's last.
-    pub fn next_lsn(&self) -> u64 {
-        self.header.first_lsn + self.records
-    }
-}
 
 pub(crate) struct Recovered {
     pub log_id: Option<u64>,

@@ -1,5 +1,7 @@
-//! Segment file naming and creation.
+//! Segment file naming and creation, and what the open log knows of each
+//! segment ([`SegmentInfo`]).
 
+use super::files::SegmentFile;
 use super::format::SegmentHeader;
 use crate::error::{Error, Result};
 use crate::limits::ZERO_CHUNK_BYTES;
@@ -68,6 +70,27 @@ pub(crate) fn lookalike_reason(kind: &EntryKind, entry: EntryType) -> Option<&'s
             "named like a segment, but not a regular file (a FIFO, socket, device or dangling link); not read",
         ),
         _ => None,
+    }
+}
+
+/// One segment as the open log knows it.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentInfo {
+    pub path: PathBuf,
+    pub file: SegmentFile,
+    pub header: SegmentHeader,
+    /// Offset just past the last written record (salvage: the file length).
+    pub end: u64,
+    /// Records written in this segment.
+    pub records: u64,
+    /// Largest record time in the segment (0 if empty).
+    pub max_time: u64,
+}
+
+impl SegmentInfo {
+    /// LSN of the first record after this segment's last.
+    pub fn next_lsn(&self) -> u64 {
+        self.header.first_lsn + self.records
     }
 }
 

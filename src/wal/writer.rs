@@ -1,23 +1,24 @@
 //! The log handle: open, append, sync, read, retention. The group-commit
-//! machinery behind append and sync lives in `commit`.
+//! machinery behind append and sync, and the state it shares with this
+//! handle (`Shared`), live in `commit`.
 
-use super::commit::{Batch, Io, State};
+use super::commit::{Batch, Counters, Io, Shared, State, preallocate_bytes};
 use super::files::{FileCache, SegmentFile};
 use super::format::SegmentHeader;
 use super::iter::WalIter;
 use super::options::{
     RecordHandle, RecoveryMode, RecoveryReport, SyncPolicy, WalOptions, WalStats,
 };
-use super::recover::{SegmentInfo, recover};
-use super::segment::create_segment;
+use super::recover::recover;
+use super::segment::{SegmentInfo, create_segment};
 use super::spare::SpareMaker;
 use crate::error::{Error, Result};
 use crate::limits::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
-use crate::storage::{DirLock, Storage};
+use crate::storage::Storage;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -28,42 +29,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub(crate) struct FileWal {
     shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
-}
-
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(super) dir: PathBuf,
-    pub(super) storage: Arc<dyn Storage>,
-    pub(super) opts: WalOptions,
-    pub(super) log_id: u64,
-    pub(super) read_only: bool,
-    pub(super) state: Mutex<State>,
-    /// `sync` callers wait here; woken after every batch.
-    pub(super) cond: Condvar,
-    /// Appenders wait on the one of these their batch's number picks.
-    pub(super) batch_done: [Condvar; 2],
-    pub(super) io: Mutex<Option<Io>>,
-    pub(super) retention: Mutex<()>,
-    pub(super) counters: Counters,
-    pub(super) report: RecoveryReport,
-    pub(super) stop: Mutex<bool>,
-    pub(super) stop_cond: Condvar,
-    /// Prepares the next segment ahead of need (see [`WalOptions::prepare_ahead`]).
-    pub(super) spares: Option<SpareMaker>,
-    /// The sealed segments open now, a bounded number.
-    pub(super) files: Arc<FileCache>,
-    pub(super) _lock: Option<Box<dyn DirLock>>,
-}
-
-#[derive(Debug, Default)]
-pub(super) struct Counters {
-    pub(super) records: AtomicU64,
-    pub(super) bytes: AtomicU64,
-    pub(super) batches: AtomicU64,
-    pub(super) data_syncs: AtomicU64,
-    pub(super) segments_created: AtomicU64,
-    pub(super) segments_prepared_ahead: AtomicU64,
-    pub(super) segments_removed: AtomicU64,
 }
 
 pub(crate) fn now_millis() -> u64 {
@@ -404,14 +369,6 @@ fn flusher_loop(weak: Weak<Shared>, interval: std::time::Duration) {
 
 fn prepares_ahead(opts: &WalOptions) -> bool {
     opts.prepare_ahead && opts.preallocate
-}
-
-pub(super) fn preallocate_bytes(opts: &WalOptions) -> u64 {
-    if opts.preallocate {
-        opts.segment_bytes
-    } else {
-        0
-    }
 }
 
 impl Shared {
