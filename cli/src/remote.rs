@@ -93,6 +93,9 @@ mod imp {
         for p in &report.problems {
             problems.push((p.file.clone(), p.offset, p.kind.to_string()));
         }
+        for l in &report.lookalike_files {
+            problems.push((log.dir().join(&l.name), 0, l.reason.to_string()));
+        }
         let lsns = match (report.first_lsn, report.last_lsn) {
             (Some(f), Some(l)) => format!("LSN {f}..{l}"),
             _ => "no records".into(),

@@ -847,3 +847,31 @@ proptest! {
         }
     }
 }
+
+/// A copy of a log object under a number beyond u64 is not read, and is
+/// reported (issue 13's look-alike names, on object storage).
+#[test]
+fn an_object_numbered_beyond_u64_is_reported_not_read() {
+    for b in backends("olog_lookalike") {
+        let wal = open(&*b, "log");
+        wal.append(b"kept").unwrap();
+        drop(wal);
+        let name = log_object_name(1);
+        let bytes = fetch(&*b, "log", &name);
+        let copy = format!("99999999999999999999{}", &name[20..]);
+        plant(&*b, "copy", &copy, bytes);
+        let salvage = WalOptions {
+            recovery_mode: RecoveryMode::Salvage,
+            ..opts()
+        };
+        let wal = Wal::open_at(b.location("copy"), salvage).unwrap();
+        let report = wal.recovery_report();
+        assert_eq!(report.segments, 0, "{}", b.name());
+        let found: Vec<&str> = report
+            .lookalike_files
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(found, [copy.as_str()], "{}", b.name());
+    }
+}

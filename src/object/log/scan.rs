@@ -43,6 +43,15 @@ pub(super) fn parse_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
+/// True for a name of the log-object shape whose number does not fit a u64.
+fn is_out_of_range_name(name: &str) -> bool {
+    name.strip_suffix(LOG_OBJECT_SUFFIX).is_some_and(|stem| {
+        stem.len() == DIGITS
+            && stem.bytes().all(|b| b.is_ascii_digit())
+            && stem.parse::<u64>().is_err()
+    })
+}
+
 /// What the log knows of one stored object.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ObjInfo {
@@ -177,6 +186,16 @@ pub(super) struct Scan {
 pub(super) fn scan(loc: &ObjectLocation, max: u64, read_only: bool) -> Result<Scan> {
     let mut report = RecoveryReport::default();
     let (mut seqs, mut floor) = list_log(loc, Some(&mut report.ignored_files))?;
+    // Shaped like a log object but numbered beyond u64: never read, and
+    // reported, as the directory log reports such a segment.
+    for name in &report.ignored_files {
+        if is_out_of_range_name(name) {
+            report.lookalike_files.push(crate::wal::Lookalike {
+                name: name.clone(),
+                reason: "named like a log object, but its number exceeds the largest sequence number (2^64 - 1), so no writer made it; not read (a copied or renamed object?)",
+            });
+        }
+    }
     let mut objects = BTreeMap::new();
     let mut log_id = None;
     // The chain so far: the next sequence number and LSN it expects.
