@@ -45,7 +45,8 @@ fn main() {
             "{}/bench-{nanos}-{threads}-{len}",
             base.trim_end_matches('/')
         );
-        let wal = Arc::new(Wal::open_url(&url, WalOptions::default()).expect("open"));
+        let location = streamwal::Location::parse(&url).expect("parse");
+        let wal = Arc::new(Wal::open(location, WalOptions::default()).expect("open"));
         let stop = Arc::new(AtomicBool::new(false));
         let puts_before = wal.stats().batches;
         let started = Instant::now();
@@ -96,8 +97,7 @@ fn main() {
     let objects = if quick { 20 } else { 1_000 };
     let url = format!("{}/bench-{nanos}", base.trim_end_matches('/'));
     let root = ObjectLocation::parse(&url).expect("parse the URL");
-    let wal =
-        Wal::open_at(root.child("open").expect("child"), WalOptions::default()).expect("open");
+    let wal = Wal::open(root.child("open").expect("child"), WalOptions::default()).expect("open");
     let payload = common::payload(4096);
     for _ in 0..objects {
         wal.append(&payload).expect("append");
@@ -106,8 +106,8 @@ fn main() {
     let mut times = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();
-        let wal = Wal::open_at(root.child("open").expect("child"), WalOptions::default())
-            .expect("reopen");
+        let wal =
+            Wal::open(root.child("open").expect("child"), WalOptions::default()).expect("reopen");
         times.push(started.elapsed().as_secs_f64());
         assert!(wal.recovery_report().records >= objects as u64);
     }

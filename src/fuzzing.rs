@@ -63,19 +63,19 @@ pub fn open_log(data: &[u8]) {
         recovery_mode: RecoveryMode::Salvage,
         ..fuzz_options()
     };
-    if let Ok(wal) = Wal::open_with_storage(shared.clone(), dir, salvage) {
+    if let Ok(wal) = Wal::open(crate::Location::dir_on(shared.clone(), dir), salvage) {
         for (h, payload) in wal.iter().flatten() {
             assert_eq!(h.len() as usize, payload.len());
         }
     }
 
-    let wal = match Wal::open_with_storage(shared.clone(), dir, fuzz_options()) {
+    let wal = match Wal::open(crate::Location::dir_on(shared.clone(), dir), fuzz_options()) {
         Ok(wal) => wal,
         Err(Error::Corruption { .. }) => return,
         Err(e) => panic!("open failed with a non-corruption error: {e:?}"),
     };
     check_clean_log(wal, || {
-        Wal::open_with_storage(shared.clone(), dir, fuzz_options())
+        Wal::open(crate::Location::dir_on(shared.clone(), dir), fuzz_options())
     });
 }
 
@@ -255,15 +255,15 @@ pub fn open_object_log(data: &[u8]) {
         recovery_mode: RecoveryMode::Salvage,
         ..options.clone()
     };
-    if let Ok(wal) = Wal::open_at(loc(), salvage) {
+    if let Ok(wal) = Wal::open(loc(), salvage) {
         for (h, payload) in wal.iter().flatten() {
             assert_eq!(h.len() as usize, payload.len());
         }
     }
-    let wal = match Wal::open_at(loc(), options.clone()) {
+    let wal = match Wal::open(loc(), options.clone()) {
         Ok(wal) => wal,
         Err(Error::Corruption { .. } | Error::LsnExhausted) => return,
         Err(e) => panic!("open failed with a non-corruption error: {e:?}"),
     };
-    check_clean_log(wal, || Wal::open_at(loc(), options));
+    check_clean_log(wal, || Wal::open(loc(), options));
 }

@@ -56,6 +56,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+mod location;
 #[cfg(feature = "object-store")]
 pub mod object;
 pub mod recovery;
@@ -66,6 +67,7 @@ pub mod tracker;
 pub mod wal;
 
 pub use error::{CorruptionKind, Error, Result};
+pub use location::Location;
 pub use wal::{
     RecordHandle, RecoveryMode, RecoveryReport, SyncPolicy, Wal, WalIter, WalOptions, WalStats,
 };

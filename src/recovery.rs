@@ -220,7 +220,12 @@ where
                 journal_opts,
             )
         },
-        || Wal::open_with_storage(storage, receiver_dir.as_ref(), receiver_opts),
+        || {
+            Wal::open(
+                crate::Location::dir_on(storage, receiver_dir.as_ref()),
+                receiver_opts,
+            )
+        },
         &opts,
         now_ms,
         create,
@@ -304,8 +309,8 @@ where
     let receiver_opts = opts.receiver_log.clone();
     assemble(
         store,
-        |snapshot| BlockTracker::open_with_log(Wal::open_at(journal, journal_opts)?, snapshot),
-        || Wal::open_at(receiver, receiver_opts),
+        |snapshot| BlockTracker::open_with_log(Wal::open(journal, journal_opts)?, snapshot),
+        || Wal::open(receiver, receiver_opts),
         &opts,
         now_ms,
         create,
@@ -344,7 +349,7 @@ where
     let receiver_last = receiver_log.next_lsn().saturating_sub(1);
     if state.last_block_lsn > receiver_last {
         return Err(Error::corruption(
-            receiver_log.dir(),
+            receiver_log.location().display_path(),
             0,
             CorruptionKind::LogTooShort {
                 needed: state.last_block_lsn,

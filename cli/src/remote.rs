@@ -75,7 +75,8 @@ mod imp {
             recovery_mode: RecoveryMode::Salvage,
             ..WalOptions::default()
         };
-        Wal::open_url(url, opts).map_err(|e| describe(&e))
+        let location = streamwal::Location::parse(url).map_err(|e| describe(&e))?;
+        Wal::open(location, opts).map_err(|e| describe(&e))
     }
 
     /// A log, or else a context (checkpoints and two logs below).
@@ -94,7 +95,11 @@ mod imp {
             problems.push((p.file.clone(), p.offset, p.kind.to_string()));
         }
         for l in &report.lookalike_files {
-            problems.push((log.dir().join(&l.name), 0, l.reason.to_string()));
+            problems.push((
+                log.location().display_path().join(&l.name),
+                0,
+                l.reason.to_string(),
+            ));
         }
         let lsns = match (report.first_lsn, report.last_lsn) {
             (Some(f), Some(l)) => format!("LSN {f}..{l}"),
@@ -164,7 +169,7 @@ mod imp {
         let last = journal.next_lsn().saturating_sub(1);
         if last < lsn {
             problems.push((
-                journal.dir().to_path_buf(),
+                journal.location().display_path(),
                 0,
                 format!("the journal ends at LSN {last} but the checkpoint refers to LSN {lsn}"),
             ));
@@ -174,7 +179,7 @@ mod imp {
             && first > lsn + 1
         {
             problems.push((
-                journal.dir().to_path_buf(),
+                journal.location().display_path(),
                 0,
                 format!(
                     "LSN {} is needed but the journal starts at LSN {first}",
@@ -188,7 +193,7 @@ mod imp {
                 let (h, bytes) = match item {
                     Ok(r) => r,
                     Err(e) => {
-                        problems.push((journal.dir().to_path_buf(), 0, describe(&e)));
+                        problems.push((journal.location().display_path(), 0, describe(&e)));
                         break;
                     }
                 };
@@ -199,7 +204,8 @@ mod imp {
                     }
                     Err(e) => problems.push((
                         journal
-                            .dir()
+                            .location()
+                            .display_path()
                             .join(streamwal::object::log_object_name(h.segment())),
                         h.offset(),
                         describe(&e),
@@ -211,7 +217,7 @@ mod imp {
         let rx_last = receiver.next_lsn().saturating_sub(1);
         if state.last_block_lsn > rx_last {
             problems.push((
-                receiver.dir().to_path_buf(),
+                receiver.location().display_path(),
                 0,
                 format!(
                     "the receiver log ends at LSN {rx_last} but block {} is tracked",
@@ -244,7 +250,7 @@ mod imp {
                 let summary = check_log(&log, problems);
                 // Read every record once more through iteration.
                 if let Some(Err(e)) = log.iter().find(Result::is_err) {
-                    problems.push((log.dir().to_path_buf(), 0, describe(&e)));
+                    problems.push((log.location().display_path(), 0, describe(&e)));
                 }
                 Ok((DirKind::Log, summary))
             }

@@ -44,7 +44,7 @@ fn verify_dump_and_inspect_take_a_url() {
         return;
     };
     let log_url = format!("{base}/log");
-    let wal = Wal::open_at(b.location("log"), WalOptions::default()).unwrap();
+    let wal = Wal::open(b.location("log"), WalOptions::default()).unwrap();
     let hs: Vec<_> = (0..5)
         .map(|i| wal.append(format!("record {i}").as_bytes()).unwrap())
         .collect();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 /// A prefix in an object store, and the runtime this crate drives its
 /// requests with.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ObjectLocation {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,

@@ -9,7 +9,7 @@
 //! checkpoints that exist at that moment, and what an older epoch writes
 //! after that never counts for [`ObjectCheckpointStore::latest`].
 //!
-//! The write-ahead log goes there too ([`crate::Wal::open_at`]: one
+//! The write-ahead log goes there too ([`crate::Wal::open`]: one
 //! immutable object per group-commit batch, fenced by a claim object), and
 //! [`crate::recovery::get_or_create_at`] keeps a whole context under one
 //! URL. docs/DESIGN.md ("Object storage") has the layouts and the rules.

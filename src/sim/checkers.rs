@@ -119,7 +119,7 @@ pub fn check_wal(
     opts: &WalOptions,
     events: &[WalEvent],
 ) -> std::result::Result<(), String> {
-    let wal = Wal::open_with_storage(storage, dir, opts.clone())
+    let wal = Wal::open(crate::Location::dir_on(storage, dir), opts.clone())
         .map_err(|e| format!("recovery failed: {e}"))?;
     let mut got: Vec<(RecordHandle, Vec<u8>)> = Vec::new();
     for item in wal.iter() {

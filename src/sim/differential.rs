@@ -106,7 +106,12 @@ pub fn run_wal_ops(policy: u8, ops: &[WalOp]) -> Result<(), String> {
         p.resize(p.len() + usize::from(len % 900), (next_id % 251) as u8);
         p
     };
-    let open = |sim: &SimStorage| Wal::open_with_storage(Arc::new(sim.clone()), dir, opts.clone());
+    let open = |sim: &SimStorage| {
+        Wal::open(
+            crate::Location::dir_on(Arc::new(sim.clone()), dir),
+            opts.clone(),
+        )
+    };
     let check = |sim: &SimStorage, events: &[WalEvent], at: usize| -> Result<(), String> {
         let fork = sim.after_crash(CrashKind::ProcessKill);
         let storage: Arc<dyn Storage> = Arc::new(fork);

@@ -37,7 +37,7 @@
 //! let opts = WalOptions { segment_bytes: 4096, ..WalOptions::default() };
 //! let report = CrashHarness::new("doc-example").run(
 //!     |storage, rec| {
-//!         let Ok(wal) = Wal::open_with_storage(storage, dir, opts.clone()) else { return };
+//!         let Ok(wal) = Wal::open(streamwal::Location::dir_on(storage, dir), opts.clone()) else { return };
 //!         for i in 0..10 {
 //!             let block = format!("block {i}");
 //!             if checkers::append_recorded(&wal, rec, block.as_bytes()).is_err() {

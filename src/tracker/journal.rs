@@ -74,7 +74,7 @@ impl BlockTracker {
     /// after the snapshot (retired too far, or lost), or ends before the
     /// snapshot's LSN (the journal lost its newest segments); an event that
     /// passes its checksum but does not decode is [`Error::Decode`]; and the
-    /// journal's own [`Wal::open_with_storage`] errors.
+    /// journal's own [`Wal::open`] errors.
     pub fn open_with_storage(
         storage: Arc<dyn Storage>,
         dir: impl AsRef<Path>,
@@ -88,12 +88,12 @@ impl BlockTracker {
                 "the tracker's journal must use SyncPolicy::Always",
             ));
         }
-        let journal = Wal::open_with_storage(storage, dir, opts)?;
+        let journal = Wal::open(crate::Location::dir_on(storage, dir), opts)?;
         BlockTracker::replay(journal, snapshot, started)
     }
 
     /// Open the tracker over a journal already opened (for example a
-    /// `Wal::open_at` log on object storage, feature `object-store`),
+    /// `Wal::open` log on object storage, feature `object-store`),
     /// as [`BlockTracker::open_with_storage`] does over a directory.
     ///
     /// # Errors
@@ -117,7 +117,7 @@ impl BlockTracker {
         snapshot: Option<(TrackerState, u64)>,
         started: Instant,
     ) -> Result<BlockTracker> {
-        let dir = journal.dir().to_path_buf();
+        let dir = journal.location().display_path();
         let dir = dir.as_path();
         let (mut state, snap_lsn) = snapshot.unwrap_or_default();
         let last = journal.next_lsn().saturating_sub(1);

@@ -1,18 +1,17 @@
-//! The public log handle: one type over two backends, a directory of segment
-//! files (`writer`) and, with the `object-store` feature, a prefix in an
-//! object store ([`crate::object`]).
+//! The public log handle: one type over any [`LogBackend`] (a directory of
+//! segment files, `writer`; or, with the `object-store` feature, a prefix
+//! in an object store), chosen by the [`Location`] it is opened at.
 
+use super::backend::{LogBackend, Payloads};
 use super::iter::WalIter;
 use super::options::{RecordHandle, RecoveryReport, WalOptions, WalStats};
-use super::writer::{FileWal, now_millis};
+use super::writer::now_millis;
 use crate::error::Result;
-use crate::storage::{StdStorage, Storage};
-use std::path::Path;
-use std::sync::Arc;
+use crate::location::Location;
 
 /// A segmented, checksummed write-ahead log over one directory, or (cargo
 /// feature `object-store`) under a prefix of an object store
-/// ([`Wal::open_at`]): the same API over either.
+/// ([`Location::parse`]): the same API over either.
 ///
 /// `Wal` is `Send + Sync`: share it (e.g. in an `Arc`) and append from many
 /// threads; concurrent appends are group-committed. A directory is locked
@@ -51,128 +50,68 @@ use std::sync::Arc;
 /// ```
 #[derive(Debug)]
 pub struct Wal {
-    backend: Backend,
-}
-
-#[derive(Debug)]
-enum Backend {
-    File(FileWal),
-    #[cfg(feature = "object-store")]
-    Object(Box<crate::object::ObjectLog>),
-}
-
-/// Forward a call to whichever backend the log has.
-macro_rules! each {
-    ($self:ident, $w:ident => $call:expr) => {
-        match &$self.backend {
-            Backend::File($w) => $call,
-            #[cfg(feature = "object-store")]
-            Backend::Object($w) => $call,
-        }
-    };
+    backend: Box<dyn LogBackend>,
+    location: Location,
 }
 
 impl Wal {
-    /// Open (or create) the log in `dir` on the real file system, recovering
-    /// whatever a crash left. See [`Wal::open_with_storage`].
+    /// Open (or create) the log at `location`, recovering whatever a crash
+    /// left: a directory (a path converts into one on the real file system;
+    /// [`Location::dir_on`] puts it on another storage) or, with the
+    /// `object-store` feature, a prefix in an object store
+    /// ([`Location::parse`]).
     ///
-    /// # Errors
-    /// As [`Wal::open_with_storage`].
-    pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
-        Wal::open_with_storage(Arc::new(StdStorage::new()), dir, opts)
-    }
-
-    /// Open (or create) the log in `dir` on `storage`.
+    /// **In a directory**, it creates the directory if needed (and fsyncs its
+    /// parent), takes the directory's exclusive lock, fsyncs the directory
+    /// and every segment (so nothing a crashed predecessor left in the page
+    /// cache is trusted before it is durable), checks every segment header,
+    /// record checksum, LSN and segment link, and repairs a torn tail of the
+    /// last segment by zeroing it and syncing. It then writes the last
+    /// segment's unproven last write (records no later frame proves durable)
+    /// again with the same bytes and syncs, so a predecessor's failed fsync
+    /// cannot leave records that look durable but are not. What it found is
+    /// in [`Wal::recovery_report`].
     ///
-    /// Creates the directory if needed (and fsyncs its parent), takes the
-    /// directory's exclusive lock, fsyncs the directory and every segment (so
-    /// nothing a crashed predecessor left in the page cache is trusted before
-    /// it is durable), checks every segment header, record checksum, LSN and
-    /// segment link, and repairs a torn tail of the last segment by zeroing
-    /// it and syncing. It then writes the last segment's unproven last write
-    /// (records no later frame proves durable) again with the same bytes and
-    /// syncs, so a predecessor's failed fsync cannot leave records that look
-    /// durable but are not. What it found is in [`Wal::recovery_report`].
+    /// **On object storage** the log is a chain of immutable objects, one
+    /// per group-commit batch (layout in docs/FORMAT.md): `append` returns
+    /// once the PUT holding its record returned, and concurrent appenders
+    /// share one PUT as they share one `fdatasync` on disk. Reads by handle
+    /// are ranged GETs; iteration reads whole objects. Opening lists the
+    /// prefix, reads and checks every object (headers, checksums, the LSN
+    /// chain; a missing object in the chain is corruption, since object
+    /// storage has no torn writes), then, unless read-only, *claims* the log
+    /// with a conditional PUT at the next sequence number. From then on a
+    /// writer that opened the log earlier fails its next append with
+    /// [`Error::LogTakenOver`](crate::Error::LogTakenOver) and is poisoned,
+    /// so a partitioned old driver cannot add to what the new one recovered;
+    /// the latest opener wins. `sync_policy` must be
+    /// [`crate::SyncPolicy::Always`]; `max_batch_bytes` bounds an object;
+    /// `segment_bytes`, `preallocate` and `prepare_ahead` do not apply;
+    /// [`crate::RecoveryMode::Salvage`] opens read-only without claiming.
+    /// An [`append_batch`](Wal::append_batch) larger than `max_batch_bytes`
+    /// spans several objects: when it fails, a prefix of it may be stored.
     ///
     /// # Errors
     /// - [`Error::Locked`](crate::Error::Locked) at once if another `Wal` holds the directory.
-    /// - [`Error::Corruption`](crate::Error::Corruption) for damage that is not a torn tail (strict mode).
-    /// - [`Error::InvalidOptions`](crate::Error::InvalidOptions) for out-of-range options.
-    /// - [`Error::Io`](crate::Error::Io) if the file system fails.
-    pub fn open_with_storage(
-        storage: Arc<dyn Storage>,
-        dir: impl AsRef<Path>,
-        opts: WalOptions,
-    ) -> Result<Wal> {
-        FileWal::open_with_storage(storage, dir, opts).map(|w| Wal {
-            backend: Backend::File(w),
-        })
+    /// - [`Error::Corruption`](crate::Error::Corruption) for damage that is not a torn tail (strict mode), naming the file or object and the offset.
+    /// - [`Error::InvalidOptions`](crate::Error::InvalidOptions) for out-of-range options (or, on object storage, another sync policy).
+    /// - [`Error::Io`](crate::Error::Io) if the file system fails; [`Error::Remote`](crate::Error::Remote) if a request fails.
+    /// - [`Error::LogTakenOver`](crate::Error::LogTakenOver) if other writers kept claiming first.
+    pub fn open(location: impl Into<Location>, opts: WalOptions) -> Result<Wal> {
+        let location = location.into();
+        let backend = location.open_log(opts)?;
+        Ok(Wal { backend, location })
+    }
+
+    /// Where the log is.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
     /// The policy the log appends under (a log on object storage always
     /// stores before `append` returns: [`crate::SyncPolicy::Always`]).
     pub fn sync_policy(&self) -> crate::SyncPolicy {
-        each!(self, w => w.sync_policy())
-    }
-
-    /// Open (or create) the log a URL names: on object storage
-    /// (`s3://bucket/prefix`, `memory:///prefix`; see
-    /// [`crate::object::ObjectLocation::parse`] and [`Wal::open_at`]), or,
-    /// for `file:///path`, the directory log [`Wal::open`] opens there (the
-    /// durable local log; the `object_store` crate's local backend does not
-    /// fsync).
-    ///
-    /// # Errors
-    /// [`Error::InvalidUrl`](crate::Error::InvalidUrl), and as [`Wal::open_at`]
-    /// or [`Wal::open`].
-    #[cfg(feature = "object-store")]
-    pub fn open_url(url: &str, opts: WalOptions) -> Result<Wal> {
-        match crate::object::file_url_path(url)? {
-            Some(dir) => Wal::open(dir, opts),
-            None => Wal::open_at(crate::object::ObjectLocation::parse(url)?, opts),
-        }
-    }
-
-    /// Open (or create) the log on object storage at `location` (cargo
-    /// feature `object-store`). The log is a chain of immutable objects,
-    /// one per group-commit batch (layout in [`crate::object`]):
-    /// `append` returns once the PUT holding its record returned, and
-    /// concurrent appenders share one PUT as they share one `fdatasync` on
-    /// disk. Reads by handle are ranged GETs; iteration reads whole objects.
-    ///
-    /// Opening lists the location, reads and checks every object (headers,
-    /// checksums, the LSN chain; a missing object in the chain is
-    /// corruption, since object storage has no torn writes), then, unless
-    /// read-only, *claims* the log: it stores an empty object at the next
-    /// sequence number with a conditional PUT. From then on a writer that
-    /// opened the log earlier fails its next append with
-    /// [`Error::LogTakenOver`](crate::Error::LogTakenOver) and is poisoned, so a partitioned
-    /// old driver cannot add to what the new one recovered. Nothing locks
-    /// the location otherwise: the latest opener wins.
-    ///
-    /// A failed append poisons the log, as on disk. Its records' fate is
-    /// unknown, and an [`append_batch`](Wal::append_batch) larger than
-    /// `max_batch_bytes` spans several objects: when it fails, a prefix of
-    /// it may be stored (a reopen shows it).
-    ///
-    /// Options: `sync_policy` must be [`crate::SyncPolicy::Always`];
-    /// `max_batch_bytes` bounds an object; `max_record_bytes` as on disk;
-    /// `segment_bytes`, `preallocate` and `prepare_ahead` do not apply;
-    /// [`crate::RecoveryMode::Salvage`] opens read-only without claiming,
-    /// skips damaged objects and lists them as problems. The object-level
-    /// statistics: `batches` and `data_syncs` count PUTs, `segments_*`
-    /// count objects.
-    ///
-    /// # Errors
-    /// [`Error::InvalidOptions`](crate::Error::InvalidOptions) for out-of-range options or another sync
-    /// policy; [`Error::Corruption`](crate::Error::Corruption) naming the object and offset for
-    /// damage; [`Error::Remote`](crate::Error::Remote) when a request fails;
-    /// [`Error::LogTakenOver`](crate::Error::LogTakenOver) if other writers kept claiming first.
-    #[cfg(feature = "object-store")]
-    pub fn open_at(location: crate::object::ObjectLocation, opts: WalOptions) -> Result<Wal> {
-        crate::object::ObjectLog::open(location, opts).map(|w| Wal {
-            backend: Backend::Object(Box::new(w)),
-        })
+        self.backend.sync_policy()
     }
 
     /// Append one record, stamped with the current wall-clock time in
@@ -198,7 +137,7 @@ impl Wal {
     /// # Errors
     /// As [`Wal::append`].
     pub fn append_at(&self, payload: &[u8], time: u64) -> Result<RecordHandle> {
-        each!(self, w => w.append_at(payload, time))
+        self.backend.append_at(payload, time)
     }
 
     /// Append several records as one unit of waiting: their LSNs are
@@ -226,7 +165,9 @@ impl Wal {
         payloads: &[P],
         time: u64,
     ) -> Result<Vec<RecordHandle>> {
-        each!(self, w => w.append_batch_at(payloads, time))
+        let at = |i: usize| -> &[u8] { payloads[i].as_ref() };
+        self.backend
+            .append_batch_at(Payloads::new(payloads.len(), &at), time)
     }
 
     /// Make every record appended so far durable (`fdatasync`). Under
@@ -235,7 +176,7 @@ impl Wal {
     /// # Errors
     /// [`Error::Poisoned`](crate::Error::Poisoned), [`Error::Io`](crate::Error::Io) (which poisons the log), [`Error::ReadOnly`](crate::Error::ReadOnly).
     pub fn sync(&self) -> Result<()> {
-        each!(self, w => w.sync())
+        self.backend.sync()
     }
 
     /// Sync, then close the log, releasing the directory lock. Dropping a
@@ -244,11 +185,7 @@ impl Wal {
     /// # Errors
     /// As [`Wal::sync`]; a read-only log closes without syncing.
     pub fn close(self) -> Result<()> {
-        match self.backend {
-            Backend::File(w) => w.close(),
-            #[cfg(feature = "object-store")]
-            Backend::Object(w) => (*w).close(),
-        }
+        self.backend.close()
     }
 
     /// Read the record `handle` names, checking its checksums and that it is
@@ -261,20 +198,20 @@ impl Wal {
     /// the handle points past what this log holds; [`Error::Corruption`](crate::Error::Corruption) if
     /// the bytes there fail their checks or are another record; [`Error::Io`](crate::Error::Io).
     pub fn read(&self, handle: &RecordHandle) -> Result<Vec<u8>> {
-        each!(self, w => w.read(handle))
+        self.backend.read(handle)
     }
 
     /// Iterate over every record in the log, in LSN order, from the oldest
     /// retained. The iterator sees the records written when it was created.
     pub fn iter(&self) -> WalIter {
-        each!(self, w => w.iter())
+        self.backend.iter()
     }
 
     /// Iterate in LSN order from record `lsn` (the first item is `lsn` itself
     /// if it exists). If `lsn` was already removed by retention, the first
     /// item is [`Error::NotFound`](crate::Error::NotFound).
     pub fn iter_from(&self, lsn: u64) -> WalIter {
-        each!(self, w => w.iter_from(lsn))
+        self.backend.iter_from(lsn)
     }
 
     /// Delete every sealed segment whose records all have LSNs below `lsn`,
@@ -287,7 +224,7 @@ impl Wal {
     /// before it stay deleted; a retry finishes the job); [`Error::Poisoned`](crate::Error::Poisoned);
     /// [`Error::ReadOnly`](crate::Error::ReadOnly).
     pub fn purge_before_lsn(&self, lsn: u64) -> Result<usize> {
-        each!(self, w => w.purge_before_lsn(lsn))
+        self.backend.purge_before_lsn(lsn)
     }
 
     /// Delete every sealed segment, oldest first and stopping at the first
@@ -297,42 +234,37 @@ impl Wal {
     /// # Errors
     /// As [`Wal::purge_before_lsn`].
     pub fn purge_before_time(&self, time: u64) -> Result<usize> {
-        each!(self, w => w.purge_before_time(time))
+        self.backend.purge_before_time(time)
     }
 
     /// LSN of the oldest retained record, or `None` if the log has none.
     pub fn first_lsn(&self) -> Option<u64> {
-        each!(self, w => w.first_lsn())
+        self.backend.first_lsn()
     }
 
     /// LSN of the newest written record, or `None` if the log has none.
     pub fn last_lsn(&self) -> Option<u64> {
-        each!(self, w => w.last_lsn())
+        self.backend.last_lsn()
     }
 
     /// The LSN the next append will get: one past the newest record ever
     /// written, whether or not retention has deleted it since.
     pub fn next_lsn(&self) -> u64 {
-        each!(self, w => w.next_lsn())
+        self.backend.next_lsn()
     }
 
     /// What opening the log found and did.
     pub fn recovery_report(&self) -> &RecoveryReport {
-        each!(self, w => w.recovery_report())
+        self.backend.recovery_report()
     }
 
     /// Counters of the log's work since it was opened.
     pub fn stats(&self) -> WalStats {
-        each!(self, w => w.stats())
-    }
-
-    /// The log's directory.
-    pub fn dir(&self) -> &Path {
-        each!(self, w => w.dir())
+        self.backend.stats()
     }
 
     /// True once a failed write or sync has poisoned the log.
     pub fn is_poisoned(&self) -> bool {
-        each!(self, w => w.is_poisoned())
+        self.backend.is_poisoned()
     }
 }

@@ -10,6 +10,7 @@
 //! `spare` prepares the next segment ahead of need; `iter` reads in order;
 //! `files` opens sealed segments on demand, a bounded number at a time.
 
+pub(crate) mod backend;
 mod commit;
 mod files;
 // The segment codec: public only with the `internals` feature (the CLI,
@@ -39,5 +40,6 @@ pub use options::{
     WalStats,
 };
 pub use segment::{SEGMENT_SUFFIX, segment_file_name};
+pub(crate) use writer::FileWal;
 #[cfg(feature = "object-store")]
 pub(crate) use writer::new_log_id as random_id;

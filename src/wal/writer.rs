@@ -15,6 +15,7 @@ use super::spare::SpareMaker;
 use crate::error::{Error, Result};
 use crate::limits::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use crate::storage::Storage;
+use crate::wal::backend::Payloads;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -209,14 +210,14 @@ impl FileWal {
         Ok(handle)
     }
 
-    pub(crate) fn append_batch_at<P: AsRef<[u8]>>(
+    pub(crate) fn append_batch_at(
         &self,
-        payloads: &[P],
+        payloads: Payloads<'_>,
         time: u64,
     ) -> Result<Vec<RecordHandle>> {
         let s = &*self.shared;
         for p in payloads {
-            s.check_len(p.as_ref().len())?;
+            s.check_len(p.len())?;
         }
         let mut handles = Vec::with_capacity(payloads.len());
         if payloads.is_empty() {
@@ -227,7 +228,7 @@ impl FileWal {
             return Err(Error::LsnExhausted);
         }
         for p in payloads {
-            handles.push(s.reserve(&mut st, p.as_ref(), time)?);
+            handles.push(s.reserve(&mut st, p, time)?);
         }
         let last = handles.last().map_or(0, |h| h.lsn);
         s.complete(st, last)?;
@@ -311,10 +312,6 @@ impl FileWal {
             segments_prepared_ahead: c.segments_prepared_ahead.load(Ordering::Relaxed),
             segments_removed: c.segments_removed.load(Ordering::Relaxed),
         }
-    }
-
-    pub(crate) fn dir(&self) -> &Path {
-        &self.shared.dir
     }
 
     pub(crate) fn sync_policy(&self) -> SyncPolicy {
@@ -451,3 +448,5 @@ impl Shared {
         Ok(removed)
     }
 }
+
+crate::wal::backend::forward_log_backend!(FileWal);

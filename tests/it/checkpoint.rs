@@ -69,7 +69,11 @@ fn tracker_state() -> TrackerState {
         preallocate: false,
         ..WalOptions::default()
     };
-    let wal = Wal::open_with_storage(Arc::new(MemStorage::new()), "/recv", wal_opts).unwrap();
+    let wal = Wal::open(
+        streamwal::Location::dir_on(Arc::new(MemStorage::new()), "/recv"),
+        wal_opts,
+    )
+    .unwrap();
     let mut st = TrackerState::default();
     let add = |st: &mut TrackerState, stream: u32, t: u64| {
         let handle = wal

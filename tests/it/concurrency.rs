@@ -109,7 +109,7 @@ fn eight_threads_of_ten_thousand_appends_share_fsyncs() {
         Arc::new(StdStorage::new()),
         plan.clone(),
     ));
-    let wal = Wal::open_with_storage(storage, &dir, opts.clone()).unwrap();
+    let wal = Wal::open(streamwal::Location::dir_on(storage, &dir), opts.clone()).unwrap();
     let syncs_at_open = plan.file_syncs();
 
     let started = Instant::now();

@@ -57,9 +57,8 @@ fn assert_each_level_synced(synced: &[PathBuf], root: &str, levels: &[&str]) {
 fn a_log_under_missing_parents_syncs_every_created_level() {
     let storage = Recording::default();
     storage.inner.create_dir_all(Path::new("/data")).unwrap();
-    let wal = Wal::open_with_storage(
-        Arc::new(storage.clone()),
-        "/data/app/engine/wal",
+    let wal = Wal::open(
+        streamwal::Location::dir_on(Arc::new(storage.clone()), "/data/app/engine/wal"),
         WalOptions {
             segment_bytes: 4096,
             ..WalOptions::default()

@@ -91,7 +91,13 @@ fn durable_lsn_covers_everything_before_the_write() {
         preallocate: false,
         ..WalOptions::default()
     };
-    let wal = Arc::new(Wal::open_with_storage(Arc::new(storage.clone()), &dir, opts).unwrap());
+    let wal = Arc::new(
+        Wal::open(
+            streamwal::Location::dir_on(Arc::new(storage.clone()), &dir),
+            opts,
+        )
+        .unwrap(),
+    );
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let wal = wal.clone();

@@ -146,7 +146,11 @@ fn records_acknowledged_after_a_failed_fsync_and_reopen_survive_power_loss() {
         ..WalOptions::default()
     };
     let disk = Disk::default();
-    let wal = Wal::open_with_storage(Arc::new(disk.clone()), dir, opts.clone()).unwrap();
+    let wal = Wal::open(
+        streamwal::Location::dir_on(Arc::new(disk.clone()), dir),
+        opts.clone(),
+    )
+    .unwrap();
     let mut acked = Vec::new();
     for i in 0..3u8 {
         acked.push((wal.append(&[i; 5000]).unwrap(), vec![i; 5000]));
@@ -157,7 +161,11 @@ fn records_acknowledged_after_a_failed_fsync_and_reopen_survive_power_loss() {
     drop(wal);
 
     // Reopen without a reboot: the page cache still shows the record.
-    let wal = Wal::open_with_storage(Arc::new(disk.clone()), dir, opts.clone()).unwrap();
+    let wal = Wal::open(
+        streamwal::Location::dir_on(Arc::new(disk.clone()), dir),
+        opts.clone(),
+    )
+    .unwrap();
     let unknown_kept = wal.recovery_report().records == 4;
     for i in 10..13u8 {
         acked.push((wal.append(&[i; 5000]).unwrap(), vec![i; 5000]));
@@ -165,7 +173,7 @@ fn records_acknowledged_after_a_failed_fsync_and_reopen_survive_power_loss() {
     drop(wal);
 
     let after = disk.after_power_loss();
-    let wal = Wal::open_with_storage(Arc::new(after), dir, opts)
+    let wal = Wal::open(streamwal::Location::dir_on(Arc::new(after), dir), opts)
         .unwrap_or_else(|e| panic!("acknowledged records became unrecoverable: {e}"));
     for (h, payload) in &acked {
         assert_eq!(&wal.read(h).unwrap(), payload, "record {}", h.lsn());

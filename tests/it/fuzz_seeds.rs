@@ -124,7 +124,11 @@ fn write_seeds() {
         let mem = MemStorage::new();
         let storage: Arc<dyn Storage> = Arc::new(mem.clone());
         let dir = Path::new("/seed/wal");
-        let wal = Wal::open_with_storage(storage.clone(), dir, opts.clone()).unwrap();
+        let wal = Wal::open(
+            streamwal::Location::dir_on(storage.clone(), dir),
+            opts.clone(),
+        )
+        .unwrap();
         for i in 0..records {
             let payload: Vec<u8> = (0..size).map(|j| (i * 31 + j) as u8).collect();
             wal.append_at(&payload, i as u64).unwrap();
@@ -147,13 +151,16 @@ fn write_seeds() {
         std::fs::write(root.join("open_log").join(name), &bytes).unwrap();
         if name == "one_segment" {
             let mut tracker = streamwal::tracker::TrackerState::default();
-            let h = Wal::open_with_storage(storage.clone(), dir, opts.clone())
-                .unwrap()
-                .iter()
-                .next()
-                .unwrap()
-                .unwrap()
-                .0;
+            let h = Wal::open(
+                streamwal::Location::dir_on(storage.clone(), dir),
+                opts.clone(),
+            )
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap()
+            .unwrap()
+            .0;
             tracker.apply(&streamwal::tracker::Event::BlockAdded(
                 streamwal::tracker::BlockInfo {
                     stream_id: 1,
@@ -193,7 +200,11 @@ fn write_journal_seed(out: &Path) {
         preallocate: true,
         ..fuzzing::fuzz_options()
     };
-    let rx = Wal::open_with_storage(storage.clone(), Path::new("/seed/rx"), opts.clone()).unwrap();
+    let rx = Wal::open(
+        streamwal::Location::dir_on(storage.clone(), Path::new("/seed/rx")),
+        opts.clone(),
+    )
+    .unwrap();
     let jdir = Path::new("/seed/journal");
     let t = BlockTracker::open_with_storage(storage.clone(), jdir, None, opts).unwrap();
     for i in 0..12u64 {
@@ -270,7 +281,7 @@ fn write_object_log_seeds() {
     for (name, batches, purge) in logs {
         let store = Arc::new(InMemory::new());
         let loc = || ObjectLocation::with_store(store.clone(), "seed/log").unwrap();
-        let wal = Wal::open_at(loc(), opts.clone()).unwrap();
+        let wal = Wal::open(loc(), opts.clone()).unwrap();
         for (i, sizes) in batches.iter().enumerate() {
             let payloads: Vec<Vec<u8>> = sizes
                 .iter()

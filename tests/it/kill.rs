@@ -62,7 +62,7 @@ fn kill_child_main() {
         return;
     };
     let round: u64 = std::env::var(CHILD_ROUND_ENV).unwrap().parse().unwrap();
-    let wal = Arc::new(Wal::open(&dir, options(round)).unwrap());
+    let wal = Arc::new(Wal::open(std::path::Path::new(&dir), options(round)).unwrap());
     println!("open");
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {

@@ -258,7 +258,7 @@ fn a_takeover_whose_answers_were_lost_is_finished_by_the_next_driver() {
 }
 
 fn log_records(s: &Setup) -> Vec<Vec<u8>> {
-    let reader = streamwal::Wal::open_at(
+    let reader = streamwal::Wal::open(
         s.location(),
         streamwal::WalOptions {
             recovery_mode: streamwal::RecoveryMode::Salvage,
@@ -275,7 +275,7 @@ fn a_log_append_whose_answer_was_lost_is_an_error_or_stored_once() {
     let Some(s) = Setup::new("faults_log") else {
         return;
     };
-    let wal = streamwal::Wal::open_at(s.location(), streamwal::WalOptions::default()).unwrap();
+    let wal = streamwal::Wal::open(s.location(), streamwal::WalOptions::default()).unwrap();
     wal.append(b"one").unwrap();
 
     // The PUT reaches the server, its answer is lost, the client retries:
@@ -297,7 +297,7 @@ fn a_log_append_whose_answer_was_lost_is_an_error_or_stored_once() {
     drop(wal);
 
     // The server is unreachable: an error, and nothing lands.
-    let wal = streamwal::Wal::open_at(s.location(), streamwal::WalOptions::default()).unwrap();
+    let wal = streamwal::Wal::open(s.location(), streamwal::WalOptions::default()).unwrap();
     let before = log_records(&s);
     s.set(REFUSE);
     assert!(matches!(wal.append(b"four"), Err(Error::Remote { .. })));
@@ -306,7 +306,7 @@ fn a_log_append_whose_answer_was_lost_is_an_error_or_stored_once() {
     assert!(matches!(wal.append(b"five"), Err(Error::Poisoned)));
     drop(wal);
     // The next writer goes on from exactly the acknowledged records.
-    let wal = streamwal::Wal::open_at(s.location(), streamwal::WalOptions::default()).unwrap();
+    let wal = streamwal::Wal::open(s.location(), streamwal::WalOptions::default()).unwrap();
     wal.append(b"six").unwrap();
     let got = log_records(&s);
     assert_eq!(got.first().map(Vec::as_slice), Some(&b"one"[..]));
@@ -322,7 +322,7 @@ fn a_log_append_whose_answer_is_late_or_refused_by_the_server_is_settled() {
     let Some(s) = Setup::new("faults_log_slow") else {
         return;
     };
-    let wal = streamwal::Wal::open_at(s.location(), streamwal::WalOptions::default()).unwrap();
+    let wal = streamwal::Wal::open(s.location(), streamwal::WalOptions::default()).unwrap();
     wal.append(b"one").unwrap();
     // The answer comes after the client gave up and retried: the record is
     // either acknowledged and stored once, or not acknowledged.
@@ -340,7 +340,7 @@ fn a_log_append_whose_answer_is_late_or_refused_by_the_server_is_settled() {
 
     // The server answers 503 to every PUT, through the client's retries:
     // an error, nothing stored, the log poisoned.
-    let wal = streamwal::Wal::open_at(s.location(), streamwal::WalOptions::default()).unwrap();
+    let wal = streamwal::Wal::open(s.location(), streamwal::WalOptions::default()).unwrap();
     let before = log_records(&s);
     s.set(FAIL_PUTS);
     let r = wal.append(b"three");

@@ -194,7 +194,8 @@ fn a_file_url_is_the_local_durable_layout() {
     let rx = streamwal::Wal::open(root.join("receiver"), opts().receiver_log).unwrap();
     assert_eq!(rx.read(&a.handle).unwrap(), b"local");
     drop(rx);
-    let rx = streamwal::Wal::open_url(&format!("{url}/receiver"), opts().receiver_log).unwrap();
+    let rx = streamwal::Location::parse(&format!("{url}/receiver")).unwrap();
+    let rx = streamwal::Wal::open(rx, opts().receiver_log).unwrap();
     assert_eq!(rx.iter().count(), 1);
     drop(rx);
     let ctx = streamwal::recovery::get_or_create_url(&url, opts(), 1_000, Graph::new).unwrap();

@@ -396,7 +396,7 @@ fn a_sparse_tail_is_skipped_not_read() {
     log_with_sparse_tail(&dir);
     let storage = Arc::new(CountingStorage::default());
     let read = storage.read.clone();
-    let wal = Wal::open_with_storage(storage, &dir, small()).unwrap();
+    let wal = Wal::open(streamwal::Location::dir_on(storage, &dir), small()).unwrap();
     assert_eq!(records(&wal).len(), 3);
     let bytes = read.load(Ordering::Relaxed);
     assert!(

@@ -29,7 +29,7 @@ const RECORDS: u32 = 100;
 /// Append `RECORDS` records, then check every one by handle and, after a
 /// reopen, in order.
 fn append_and_check(storage: Arc<dyn Storage>, dir: &Path) -> streamwal::WalStats {
-    let wal = Wal::open_with_storage(storage.clone(), dir, opts()).unwrap();
+    let wal = Wal::open(streamwal::Location::dir_on(storage.clone(), dir), opts()).unwrap();
     let handles: Vec<_> = (0..RECORDS)
         .map(|i| wal.append(&record(i)).unwrap())
         .collect();
@@ -38,7 +38,7 @@ fn append_and_check(storage: Arc<dyn Storage>, dir: &Path) -> streamwal::WalStat
     }
     let stats = wal.stats();
     wal.close().unwrap();
-    let wal = Wal::open_with_storage(storage, dir, opts()).unwrap();
+    let wal = Wal::open(streamwal::Location::dir_on(storage, dir), opts()).unwrap();
     let got: Vec<Vec<u8>> = wal.iter().map(|r| r.unwrap().1).collect();
     assert_eq!(got, (0..RECORDS).map(record).collect::<Vec<_>>());
     drop(wal);
@@ -284,8 +284,11 @@ fn a_failed_background_preparation_falls_back_to_the_appender() {
 fn a_segment_that_cannot_be_created_fails_the_append_and_poisons() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wal");
-    let wal = Wal::open_with_storage(Arc::new(Hooked::new(Fault::CreateAfterFirst)), &dir, opts())
-        .unwrap();
+    let wal = Wal::open(
+        streamwal::Location::dir_on(Arc::new(Hooked::new(Fault::CreateAfterFirst)), &dir),
+        opts(),
+    )
+    .unwrap();
     let mut acked = Vec::new();
     let failed_at = (0..RECORDS).find(|&i| match wal.append(&record(i)) {
         Ok(_) => {
@@ -311,7 +314,7 @@ fn closing_during_preparation_leaves_no_spare() {
     let dir = tmp.path().join("wal");
     let storage = Arc::new(Hooked::new(Fault::SpareSyncWaits));
     let gate = storage.gate.clone();
-    let wal = Wal::open_with_storage(storage, &dir, opts()).unwrap();
+    let wal = Wal::open(streamwal::Location::dir_on(storage, &dir), opts()).unwrap();
     // Fill past half the first segment, not to its end (records of 4,040
     // bytes in 64 KiB): the spare thread starts and stops inside its sync.
     for i in 0..9 {
@@ -337,14 +340,18 @@ fn spares_for(len: usize, count: u32) -> (streamwal::WalStats, u64) {
         segment_bytes: 1 << 20,
         ..WalOptions::default()
     };
-    let wal = Wal::open_with_storage(storage.clone(), &dir, opts.clone()).unwrap();
+    let wal = Wal::open(
+        streamwal::Location::dir_on(storage.clone(), &dir),
+        opts.clone(),
+    )
+    .unwrap();
     let data = |i: u32| vec![(i % 253) as u8; len];
     for i in 0..count {
         wal.append(&data(i)).unwrap();
     }
     let stats = wal.stats();
     drop(wal);
-    let wal = Wal::open_with_storage(storage.clone(), &dir, opts).unwrap();
+    let wal = Wal::open(streamwal::Location::dir_on(storage.clone(), &dir), opts).unwrap();
     let got: Vec<Vec<u8>> = wal.iter().map(|r| r.unwrap().1).collect();
     assert_eq!(got, (0..count).map(data).collect::<Vec<_>>());
     (stats, storage.allocated.load(Ordering::SeqCst))

@@ -60,7 +60,7 @@ fn receive(
 fn tracker_allocations_and_commits() {
     let report = CrashHarness::new("tracker").seeds(8).run(
         |storage: Arc<dyn Storage>, rec: &Recorder<TrackerEvent>| {
-            let Ok(rx) = Wal::open_with_storage(storage.clone(), RX, opts()) else {
+            let Ok(rx) = Wal::open(streamwal::Location::dir_on(storage.clone(), RX), opts()) else {
                 return;
             };
             let Ok(tracker) = BlockTracker::open_with_storage(storage, JOURNAL, None, opts())
@@ -97,7 +97,7 @@ fn tracker_concurrent_receivers() {
     // one recorded run (see CrashHarness).
     let report = CrashHarness::new("tracker-concurrent").seeds(6).run(
         |storage: Arc<dyn Storage>, rec: &Recorder<TrackerEvent>| {
-            let Ok(rx) = Wal::open_with_storage(storage.clone(), RX, opts()) else {
+            let Ok(rx) = Wal::open(streamwal::Location::dir_on(storage.clone(), RX), opts()) else {
                 return;
             };
             let Ok(tracker) = BlockTracker::open_with_storage(storage, JOURNAL, None, opts())

@@ -40,7 +40,7 @@ fn wal_200_appends_with_rollovers() {
     let acked = AtomicU64::new(0);
     let report = CrashHarness::new("wal-200").seeds(8).run(
         |storage: Arc<dyn Storage>, rec: &Recorder<WalEvent>| {
-            let Ok(wal) = Wal::open_with_storage(storage, dir, opts()) else {
+            let Ok(wal) = Wal::open(streamwal::Location::dir_on(storage, dir), opts()) else {
                 return;
             };
             for i in 0..200 {
@@ -70,7 +70,7 @@ fn wal_concurrent_appenders() {
     let acked = AtomicU64::new(0);
     let report = CrashHarness::new("wal-concurrent").run(
         |storage: Arc<dyn Storage>, rec: &Recorder<WalEvent>| {
-            let Ok(wal) = Wal::open_with_storage(storage, dir, opts()) else {
+            let Ok(wal) = Wal::open(streamwal::Location::dir_on(storage, dir), opts()) else {
                 return;
             };
             std::thread::scope(|s| {
@@ -115,7 +115,7 @@ fn wal_group_commit_deterministic() {
     let report = CrashHarness::new("wal-group-commit").run(
         |storage: Arc<dyn Storage>, rec: &Recorder<WalEvent>| {
             let sim = rec.storage().clone();
-            let Ok(wal) = Wal::open_with_storage(storage, dir, opts()) else {
+            let Ok(wal) = Wal::open(streamwal::Location::dir_on(storage, dir), opts()) else {
                 return;
             };
             for round in 0..25u64 {
@@ -163,7 +163,8 @@ fn wal_retention_and_reopen() {
         |storage: Arc<dyn Storage>, rec: &Recorder<WalEvent>| {
             let mut n = 0;
             for phase in 0..3u64 {
-                let Ok(wal) = Wal::open_with_storage(storage.clone(), dir, opts()) else {
+                let Ok(wal) = Wal::open(streamwal::Location::dir_on(storage.clone(), dir), opts())
+                else {
                     return;
                 };
                 for _ in 0..50 {
@@ -217,7 +218,9 @@ fn wal_relaxed_policies_ack_on_sync() {
                 let mut pending = Vec::new();
                 let mut n = 0;
                 for _phase in 0..2 {
-                    let Ok(wal) = Wal::open_with_storage(storage.clone(), dir, o.clone()) else {
+                    let Ok(wal) =
+                        Wal::open(streamwal::Location::dir_on(storage.clone(), dir), o.clone())
+                    else {
                         return;
                     };
                     for i in 0..40 {
@@ -268,7 +271,7 @@ fn wal_small_case_exhaustive() {
         .recovery_crash_every(1)
         .run(
             |storage: Arc<dyn Storage>, rec: &Recorder<WalEvent>| {
-                let Ok(wal) = Wal::open_with_storage(storage, dir, opts()) else {
+                let Ok(wal) = Wal::open(streamwal::Location::dir_on(storage, dir), opts()) else {
                     return;
                 };
                 for i in 0..4 {
@@ -291,7 +294,7 @@ fn exhaustive_enumeration_of_one_unsynced_append() {
     let dir = Path::new(DIR);
     let sim = SimStorage::new();
     let storage: Arc<dyn Storage> = Arc::new(sim.clone());
-    let wal = Wal::open_with_storage(storage, dir, opts()).unwrap();
+    let wal = Wal::open(streamwal::Location::dir_on(storage, dir), opts()).unwrap();
     let acked = wal.append(&payload(1)).unwrap();
     // Stop the process right after the write of the next record, before its sync.
     sim.stop_after_steps(Some(1));
@@ -302,7 +305,7 @@ fn exhaustive_enumeration_of_one_unsynced_append() {
     let mut saw_second = 0;
     for state in states.by_ref() {
         n += 1;
-        let wal = Wal::open_with_storage(Arc::new(state), dir, opts()).unwrap();
+        let wal = Wal::open(streamwal::Location::dir_on(Arc::new(state), dir), opts()).unwrap();
         let got: Vec<_> = wal.iter().map(|r| r.unwrap()).collect();
         assert_eq!(got[0].1, payload(1));
         assert_eq!(got[0].0, acked);
@@ -325,7 +328,7 @@ fn eio_on_fsync_poisons_and_loses_nothing_acknowledged() {
     for at in 1..=6u64 {
         let sim = SimStorage::new();
         let storage: Arc<dyn Storage> = Arc::new(sim.clone());
-        let wal = Wal::open_with_storage(storage.clone(), dir, opts()).unwrap();
+        let wal = Wal::open(streamwal::Location::dir_on(storage.clone(), dir), opts()).unwrap();
         let rec = Recorder::new(sim.clone());
         for i in 0..20 {
             append_recorded(&wal, &rec, &payload(i)).unwrap();
@@ -379,7 +382,8 @@ fn enospc_and_short_writes_leave_a_clean_log() {
             for k in 0..12u64 {
                 let sim = SimStorage::new();
                 let storage: Arc<dyn Storage> = Arc::new(sim.clone());
-                let wal = Wal::open_with_storage(storage, dir, opts.clone()).unwrap();
+                let wal =
+                    Wal::open(streamwal::Location::dir_on(storage, dir), opts.clone()).unwrap();
                 let rec = Recorder::new(sim.clone());
                 for i in 0..10 {
                     append_recorded(&wal, &rec, &payload(i)).unwrap();
@@ -457,7 +461,7 @@ fn wal_large_records_allocate_their_spares() {
     let finished = AtomicU64::new(0);
     let report = CrashHarness::new("wal-large").seeds(2).run(
         |storage: Arc<dyn Storage>, rec: &Recorder<WalEvent>| {
-            let Ok(wal) = Wal::open_with_storage(storage, dir, opts.clone()) else {
+            let Ok(wal) = Wal::open(streamwal::Location::dir_on(storage, dir), opts.clone()) else {
                 return;
             };
             for i in 0..16 {

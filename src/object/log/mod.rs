@@ -27,6 +27,7 @@ mod scan;
 use super::location::{Created, ObjectLocation};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::{FRAME_HEADER_BYTES, LSN_MAX, SEGMENT_HEADER_BYTES};
+use crate::wal::backend::Payloads;
 use crate::wal::format::{FrameHeader, SegmentHeader, check_frame, encode_frame};
 use crate::wal::{
     RecordHandle, RecoveryMode, RecoveryReport, SyncPolicy, WalIter, WalOptions, WalStats,
@@ -38,7 +39,7 @@ use scan::{
 };
 pub use scan::{LOG_OBJECT_SUFFIX, log_object_name};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
@@ -84,7 +85,7 @@ struct State {
 }
 
 /// The backend of [`crate::Wal`] on object storage (see the module's
-/// documentation). Opened by [`crate::Wal::open_at`].
+/// documentation). Opened by [`crate::Wal::open`].
 #[derive(Debug)]
 pub(crate) struct ObjectLog {
     loc: Arc<ObjectLocation>,
@@ -314,17 +315,18 @@ impl ObjectLog {
     }
 
     pub(crate) fn append_at(&self, payload: &[u8], time: u64) -> Result<RecordHandle> {
-        let mut handles = self.append_batch_at(&[payload], time)?;
+        let one = |_: usize| payload;
+        let mut handles = self.append_batch_at(Payloads::new(1, &one), time)?;
         handles.pop().ok_or(Error::Poisoned)
     }
 
-    pub(crate) fn append_batch_at<P: AsRef<[u8]>>(
+    pub(crate) fn append_batch_at(
         &self,
-        payloads: &[P],
+        payloads: Payloads<'_>,
         time: u64,
     ) -> Result<Vec<RecordHandle>> {
         for p in payloads {
-            self.check_len(p.as_ref().len())?;
+            self.check_len(p.len())?;
         }
         let mut handles = Vec::with_capacity(payloads.len());
         if payloads.is_empty() {
@@ -342,7 +344,6 @@ impl ObjectLog {
             return Err(Error::LsnExhausted);
         }
         for p in payloads {
-            let p = p.as_ref();
             let frame = FRAME_HEADER_BYTES + p.len() as u64;
             // A full batch goes first (a single large record goes alone).
             while !st.pending.is_empty() && st.pending.len() as u64 + frame > cap {
@@ -683,10 +684,6 @@ impl ObjectLog {
         }
     }
 
-    pub(crate) fn dir(&self) -> &Path {
-        &self.display
-    }
-
     pub(crate) fn sync_policy(&self) -> SyncPolicy {
         self.opts.sync_policy
     }
@@ -695,3 +692,5 @@ impl ObjectLog {
         self.state.lock().map_or(true, |st| st.poisoned)
     }
 }
+
+crate::wal::backend::forward_log_backend!(ObjectLog);

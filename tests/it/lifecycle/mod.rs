@@ -109,7 +109,8 @@ fn open_faulty(dir: &Path, opts: WalOptions) -> (Wal, Arc<FaultPlan>) {
         Arc::new(StdStorage::new()),
         plan.clone(),
     ));
-    let wal = Wal::open_with_storage(storage, dir, opts).expect("open on faulty storage");
+    let wal =
+        Wal::open(streamwal::Location::dir_on(storage, dir), opts).expect("open on faulty storage");
     (wal, plan)
 }
 

@@ -18,7 +18,7 @@ fn set(store: &Interleaving, mode: u8) {
 #[test]
 fn concurrent_appenders_share_puts_when_a_put_takes_time() {
     let (store, loc) = faulty();
-    let wal = Arc::new(Wal::open_at(loc(), opts()).unwrap());
+    let wal = Arc::new(Wal::open(loc(), opts()).unwrap());
     set(&store, put_fault::SLOW);
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -43,7 +43,7 @@ fn concurrent_appenders_share_puts_when_a_put_takes_time() {
 #[test]
 fn an_unknown_put_outcome_is_settled_by_reading_the_object_back() {
     let (store, loc) = faulty();
-    let wal = Wal::open_at(loc(), opts()).unwrap();
+    let wal = Wal::open(loc(), opts()).unwrap();
     wal.append(b"one").unwrap();
     // Stored, then the answer is an error: reading back finds our bytes.
     set(&store, put_fault::STORE_THEN_FAIL);
@@ -57,7 +57,7 @@ fn an_unknown_put_outcome_is_settled_by_reading_the_object_back() {
     assert!(wal.is_poisoned());
     assert!(matches!(wal.append(b"four"), Err(Error::Poisoned)));
     drop(wal);
-    let got: Vec<Vec<u8>> = all(&Wal::open_at(loc(), opts()).unwrap())
+    let got: Vec<Vec<u8>> = all(&Wal::open(loc(), opts()).unwrap())
         .into_iter()
         .map(|(_, p)| p)
         .collect();
@@ -67,7 +67,7 @@ fn an_unknown_put_outcome_is_settled_by_reading_the_object_back() {
 #[test]
 fn a_panicking_store_fails_the_other_appenders_instead_of_hanging_them() {
     let (store, loc) = faulty();
-    let wal = Arc::new(Wal::open_at(loc(), opts()).unwrap());
+    let wal = Arc::new(Wal::open(loc(), opts()).unwrap());
     set(&store, put_fault::PANIC);
     let (tx, rx) = std::sync::mpsc::channel();
     for t in 0..4u8 {
@@ -89,7 +89,7 @@ fn a_panicking_store_fails_the_other_appenders_instead_of_hanging_them() {
 #[test]
 fn an_object_deleted_between_listing_and_reading_is_listed_again() {
     let (store, loc) = faulty();
-    let wal = Wal::open_at(loc(), opts()).unwrap();
+    let wal = Wal::open(loc(), opts()).unwrap();
     let hs: Vec<RecordHandle> = (0..4u8).map(|i| wal.append(&[i]).unwrap()).collect();
     drop(wal);
     // Right after the next opener lists, retention elsewhere raises the
@@ -115,7 +115,7 @@ fn an_object_deleted_between_listing_and_reading_is_listed_again() {
             },
             ..opts()
         };
-        let wal = Wal::open_at(loc(), o).unwrap();
+        let wal = Wal::open(loc(), o).unwrap();
         assert!(wal.recovery_report().problems.is_empty(), "{salvage}");
         let first = hs.iter().find(|h| h.segment() == floor).unwrap().lsn();
         assert_eq!(wal.first_lsn(), Some(first));
@@ -205,7 +205,7 @@ proptest! {
         let salvage = WalOptions { recovery_mode: RecoveryMode::Salvage, ..opts() };
         // Read-only first, so that a strict open's claim does not change
         // what salvage sees.
-        let s = Wal::open_at(b.location("log"), salvage).unwrap();
+        let s = Wal::open(b.location("log"), salvage).unwrap();
         for item in s.iter() {
             let (h, p) = item.unwrap();
             let (wh, wp) = &written[(h.lsn() - 1) as usize];
@@ -213,7 +213,7 @@ proptest! {
             prop_assert_eq!(&p, wp);
         }
         drop(s);
-        match Wal::open_at(b.location("log"), opts()) {
+        match Wal::open(b.location("log"), opts()) {
             Ok(w) => {
                 prop_assert_eq!(&bad, &good, "a changed object was accepted");
                 prop_assert_eq!(all(&w), written);

@@ -29,7 +29,7 @@ fn opts() -> WalOptions {
 }
 
 fn open(b: &dyn Backend, sub: &str) -> Wal {
-    Wal::open_at(b.location(sub), opts()).unwrap()
+    Wal::open(b.location(sub), opts()).unwrap()
 }
 
 fn all(wal: &Wal) -> Vec<(RecordHandle, Vec<u8>)> {
@@ -120,7 +120,7 @@ fn only_sync_policy_always_is_accepted() {
         ..opts()
     };
     assert!(matches!(
-        Wal::open_at(b.location("log"), o),
+        Wal::open(b.location("log"), o),
         Err(Error::InvalidOptions(_))
     ));
 }
@@ -186,7 +186,7 @@ fn a_batch_that_lands_between_the_listing_and_the_claim_is_kept() {
         plant: vec![(format!("t/log/{}", log_object_name(h.segment())), late)],
         remove: vec![],
     });
-    let new = Wal::open_at(ObjectLocation::with_store(store, "t/log").unwrap(), opts()).unwrap();
+    let new = Wal::open(ObjectLocation::with_store(store, "t/log").unwrap(), opts()).unwrap();
     let got: Vec<Vec<u8>> = all(&new).into_iter().map(|(_, p)| p).collect();
     assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()], "{prefix}");
     assert_eq!(new.recovery_report().records, 2);
@@ -238,11 +238,11 @@ fn of_two_writers_that_open_the_same_state_the_later_one_wins() {
     let mem = Arc::new(InMemory::new());
     let store = Interleaving::new(mem.clone());
     let loc = || ObjectLocation::with_store(store.clone(), "t/log").unwrap();
-    let first = Wal::open_at(loc(), opts()).unwrap().append(b"a").unwrap();
+    let first = Wal::open(loc(), opts()).unwrap().append(b"a").unwrap();
     // Writer A opens and claims. Take its claim away for a moment and put
     // it back right after B lists: both have seen the same log, and B's
     // claim of the same name meets A's.
-    let a = Wal::open_at(loc(), opts()).unwrap();
+    let a = Wal::open(loc(), opts()).unwrap();
     let claim_seq = first.segment() + 1;
     let claim = format!("t/log/{}", log_object_name(claim_seq));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -266,13 +266,13 @@ fn of_two_writers_that_open_the_same_state_the_later_one_wins() {
         plant: vec![(claim, bytes)],
         remove: vec![],
     });
-    let b = Wal::open_at(loc(), opts()).unwrap();
+    let b = Wal::open(loc(), opts()).unwrap();
     // Claims carry a nonce: B saw A's claim as someone else's and claimed
     // the next name, where A's next batch now collides.
     assert!(matches!(a.append(b"x"), Err(Error::LogTakenOver { .. })));
     b.append(b"y").unwrap();
     drop((a, b));
-    let got: Vec<Vec<u8>> = all(&Wal::open_at(loc(), opts()).unwrap())
+    let got: Vec<Vec<u8>> = all(&Wal::open(loc(), opts()).unwrap())
         .into_iter()
         .map(|(_, p)| p)
         .collect();
@@ -294,7 +294,7 @@ fn damage_is_reported_by_object_and_offset() {
         let at = h2.offset() as usize + 40 + 3;
         bad[at] ^= 0x10;
         plant(&*b, "log", &name, bad);
-        match Wal::open_at(b.location("log"), opts()) {
+        match Wal::open(b.location("log"), opts()) {
             Err(Error::Corruption { file, offset, kind }) => {
                 assert!(file.to_string_lossy().ends_with(&name), "{file:?}");
                 assert_eq!(offset, h2.offset());
@@ -303,7 +303,7 @@ fn damage_is_reported_by_object_and_offset() {
             other => panic!("{}: {other:?}", b.name()),
         }
         // Salvage reads around it and lists the damage.
-        let salvage = Wal::open_at(
+        let salvage = Wal::open(
             b.location("log"),
             WalOptions {
                 recovery_mode: RecoveryMode::Salvage,
@@ -320,7 +320,7 @@ fn damage_is_reported_by_object_and_offset() {
         // A missing object in the middle of the chain is corruption.
         plant(&*b, "log", &name, good);
         remove(&*b, "log", &name);
-        match Wal::open_at(b.location("log"), opts()) {
+        match Wal::open(b.location("log"), opts()) {
             Err(Error::Corruption {
                 kind: CorruptionKind::MissingSegment { expected, found },
                 ..
@@ -332,7 +332,7 @@ fn damage_is_reported_by_object_and_offset() {
         }
         // An object of another log, at the right name and sequence number,
         // is foreign.
-        let other = Wal::open_at(b.location("other"), opts()).unwrap();
+        let other = Wal::open(b.location("other"), opts()).unwrap();
         let mut ho = other.append(b"x").unwrap();
         while ho.segment() < h2.segment() {
             ho = other.append(b"x").unwrap();
@@ -341,7 +341,7 @@ fn damage_is_reported_by_object_and_offset() {
         assert_eq!(ho.segment(), h2.segment());
         let foreign = fetch(&*b, "other", &log_object_name(ho.segment()));
         plant(&*b, "log", &name, foreign);
-        match Wal::open_at(b.location("log"), opts()) {
+        match Wal::open(b.location("log"), opts()) {
             Err(Error::Corruption {
                 kind: CorruptionKind::ForeignSegment,
                 ..
@@ -397,7 +397,7 @@ fn an_object_numbered_beyond_u64_is_reported_not_read() {
             recovery_mode: RecoveryMode::Salvage,
             ..opts()
         };
-        let wal = Wal::open_at(b.location("copy"), salvage).unwrap();
+        let wal = Wal::open(b.location("copy"), salvage).unwrap();
         let report = wal.recovery_report();
         assert_eq!(report.segments, 0, "{}", b.name());
         let found: Vec<&str> = report
