@@ -1,7 +1,7 @@
 //! The seam between the public [`super::Wal`] and where its records live:
 //! a directory of segment files (`writer`'s `FileWal`) or, with the
-//! `object-store` feature, a chain of objects (implemented in
-//! `crate::object`). The log owns this trait; a backend implements it.
+//! `object-store` feature, a chain of objects (implemented with the other
+//! object-storage code). The log owns this trait; a backend implements it.
 
 use super::iter::WalIter;
 use super::options::{RecordHandle, RecoveryReport, SyncPolicy, WalStats};
