@@ -49,7 +49,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use streamwal::checkpoint::{Checkpoint, CheckpointOptions, CheckpointStore};
-use streamwal::recovery::{ContextOptions, JOURNAL_DIR_NAME, get_or_create};
+use streamwal::recovery::{ContextOptions, JOURNAL_DIR_NAME, StreamingContext};
 use streamwal::tracker::{BatchBlocks, BlockInfo, Event, TrackerState};
 use streamwal::{Wal, codec};
 use tempfile::TempDir;
@@ -397,14 +397,12 @@ fn recovery(c: &mut Criterion) {
     let built = started.elapsed();
 
     let recover = |s: &DriverState| {
-        get_or_create::<U64Graph, _>(
-            &s.checkpoint_dir,
-            &s.receiver_dir,
-            ContextOptions::new(INTERVAL_MS),
-            s.now_ms,
-            || unreachable!("a checkpoint exists"),
-        )
-        .expect("recover")
+        StreamingContext::<U64Graph>::builder(&s.checkpoint_dir)
+            .receiver_log(&s.receiver_dir)
+            .options(ContextOptions::new(INTERVAL_MS))
+            .now_ms(s.now_ms)
+            .get_or_create(|| unreachable!("a checkpoint exists"))
+            .expect("recover")
     };
     let ctx = recover(&state);
     assert_eq!(ctx.report.journal_events_replayed, state.events);

@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use streamwal::WalOptions;
-use streamwal::recovery::{ContextOptions, StreamingContext, get_or_create};
+use streamwal::recovery::{ContextOptions, StreamingContext};
 use streamwal::tracker::{BatchBlocks, BlockInfo};
 
 /// Puts each micro-batch's records into duplicate-free buckets and writes
@@ -455,8 +455,12 @@ fn checkpoint(ctx: &mut StreamingContext<Job>, batch_time: u64, stored: u64) -> 
     // end of an allocated block), so every line it counts is in a block the
     // checkpoint knows.
     let offsets = BTreeMap::from([(OFFSET_KEY.to_string(), stored.to_string())]);
-    ctx.checkpoint(batch_time, Vec::new(), offsets)
-        .map_err(|e| format!("checkpoint at {batch_time}: {}", describe(&e)))
+    ctx.checkpoint(streamwal::CheckpointAt {
+        batch_time,
+        pending_batches: Vec::new(),
+        source_offsets: offsets,
+    })
+    .map_err(|e| format!("checkpoint at {batch_time}: {}", describe(&e)))
 }
 
 /// Input lines already stored: the checkpoint's offset, or further if blocks
@@ -521,10 +525,14 @@ fn run(args: &Args) -> Res<()> {
         )
     })?;
     let receiver_dir = args.checkpoint.join("receiver");
-    let mut ctx = get_or_create(&args.checkpoint, &receiver_dir, opts, now_ms(), || Job {
-        name: "dedup_buckets".into(),
-    })
-    .map_err(|e| format!("opening {}: {}", args.checkpoint.display(), describe(&e)))?;
+    let mut ctx = streamwal::StreamingContext::builder(&args.checkpoint)
+        .receiver_log(&receiver_dir)
+        .options(opts)
+        .now_ms(now_ms())
+        .get_or_create(|| Job {
+            name: "dedup_buckets".into(),
+        })
+        .map_err(|e| format!("opening {}: {}", args.checkpoint.display(), describe(&e)))?;
     let interval = ctx.batch_interval_ms;
     let resume = stored_lines(&ctx)?;
     let recovered = ctx.recovered.clone();

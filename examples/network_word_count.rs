@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use streamwal::WalOptions;
-use streamwal::recovery::{ContextOptions, StreamingContext, get_or_create};
+use streamwal::recovery::{ContextOptions, StreamingContext};
 use streamwal::tracker::BlockInfo;
 
 /// Counts the words of each one-second batch of lines from HOST:PORT or a
@@ -195,16 +195,14 @@ fn context_options(interval: u64) -> ContextOptions {
 
 fn open_context(dir: &std::path::Path, interval: u64, source: &str) -> Res<StreamingContext<Job>> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let ctx = get_or_create(
-        dir,
-        dir.join("receiver"),
-        context_options(interval),
-        now_ms(),
-        || Job {
+    let ctx = streamwal::StreamingContext::builder(dir)
+        .receiver_log(dir.join("receiver"))
+        .options(context_options(interval))
+        .now_ms(now_ms())
+        .get_or_create(|| Job {
             source: source.to_string(),
-        },
-    )
-    .map_err(|e| format!("opening {}: {}", dir.display(), describe(&e)))?;
+        })
+        .map_err(|e| format!("opening {}: {}", dir.display(), describe(&e)))?;
     if ctx.graph.source != source {
         return Err(format!(
             "{} holds the state of a job reading {}, not {source}",
@@ -378,8 +376,12 @@ fn run_socket(args: &Args, addr: &str) -> Res<()> {
             last_t = last_t.max(t);
         }
         if !times.is_empty() {
-            c.checkpoint(last_t, Vec::new(), BTreeMap::new())
-                .map_err(|e| format!("checkpoint: {}", describe(&e)))?;
+            c.checkpoint(streamwal::CheckpointAt {
+                batch_time: last_t,
+                pending_batches: Vec::new(),
+                source_offsets: BTreeMap::new(),
+            })
+            .map_err(|e| format!("checkpoint: {}", describe(&e)))?;
         }
     }
     let stream = TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
@@ -409,8 +411,12 @@ fn run_socket(args: &Args, addr: &str) -> Res<()> {
         match (&mut ctx, &*store) {
             (Some(c), _) => {
                 durable_batch(c, t, "")?;
-                c.checkpoint(t, Vec::new(), BTreeMap::new())
-                    .map_err(|e| format!("checkpoint: {}", describe(&e)))?;
+                c.checkpoint(streamwal::CheckpointAt {
+                    batch_time: t,
+                    pending_batches: Vec::new(),
+                    source_offsets: BTreeMap::new(),
+                })
+                .map_err(|e| format!("checkpoint: {}", describe(&e)))?;
                 if last_t > cleaned_to {
                     c.tracker
                         .cleanup(last_t)
@@ -489,8 +495,12 @@ fn run_file(args: &Args, path: &std::path::Path) -> Res<()> {
         print_batch(t, &format!(" (bytes {offset}..{end})"), &counts);
         if let Some(c) = &mut ctx {
             let offsets = BTreeMap::from([(FILE_OFFSET_KEY.to_string(), end.to_string())]);
-            c.checkpoint(t, Vec::new(), offsets)
-                .map_err(|e| format!("checkpoint: {}", describe(&e)))?;
+            c.checkpoint(streamwal::CheckpointAt {
+                batch_time: t,
+                pending_batches: Vec::new(),
+                source_offsets: offsets,
+            })
+            .map_err(|e| format!("checkpoint: {}", describe(&e)))?;
             println!("checkpointed {t} at byte {end}");
         }
         offset = end;

@@ -172,11 +172,15 @@ pub fn journal(data: &[u8]) {
         storage.insert_file(&dir.join(name), bytes);
     }
     let shared: Arc<dyn Storage> = Arc::new(storage);
-    let first = match BlockTracker::open_with_storage(shared.clone(), dir, None, fuzz_options()) {
+    let first = match BlockTracker::open(
+        crate::Location::dir_on(shared.clone(), dir),
+        None,
+        fuzz_options(),
+    ) {
         Ok(t) => t.snapshot(),
         Err(_) => return,
     };
-    let again = BlockTracker::open_with_storage(shared, dir, None, fuzz_options())
+    let again = BlockTracker::open(crate::Location::dir_on(shared, dir), None, fuzz_options())
         .and_then(|t| t.snapshot());
     match (first, again) {
         (Ok(a), Ok(b)) => assert_eq!(a, b, "a journal must replay to the same state"),

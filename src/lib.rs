@@ -31,8 +31,11 @@
 //!   by handle, iterate, retention, recovery);
 //! - [`checkpoint`]: atomic, checksummed checkpoints and a background writer;
 //! - [`tracker`]: the metadata journal of blocks, batch allocations, commits;
-//! - [`recovery`]: `get_or_create`, which rebuilds a driver's state and lists
-//!   the batches it must run again;
+//! - [`recovery`]: [`StreamingContext::get_or_create`] and its
+//!   [builder](StreamingContext::builder), which rebuild a driver's state
+//!   and list the batches it must run again;
+//! - [`Location`]: where each part keeps its data (a directory on any
+//!   storage, or an object-storage prefix);
 //! - [`storage`]: the file-system seam every byte goes through;
 //! - `sim` (feature `sim`): the crash simulator and harness.
 //!
@@ -66,8 +69,10 @@ pub mod storage;
 pub mod tracker;
 pub mod wal;
 
+pub use checkpoint::{CheckpointOptions, CheckpointStore};
 pub use error::{CorruptionKind, Error, Result};
 pub use location::Location;
+pub use recovery::{CheckpointAt, ContextBuilder, ContextOptions, StreamingContext};
 pub use wal::{
     RecordHandle, RecoveryMode, RecoveryReport, SyncPolicy, Wal, WalIter, WalOptions, WalStats,
 };

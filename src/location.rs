@@ -206,3 +206,25 @@ impl Location {
         })
     }
 }
+
+impl Location {
+    /// The checkpoint backend for this location (the dispatch the store
+    /// itself never makes: `checkpoint/` knows no object storage).
+    pub(crate) fn open_checkpoints(
+        &self,
+        opts: &crate::CheckpointOptions,
+    ) -> Result<Box<dyn crate::checkpoint::CheckpointBackend>> {
+        Ok(match &self.0 {
+            Place::Dir { path, storage } => Box::new(crate::checkpoint::FileCheckpoints::open(
+                storage.clone(),
+                path,
+                opts.keep,
+            )?),
+            #[cfg(feature = "object-store")]
+            Place::Object(o) => Box::new(crate::object::ObjectCheckpointStore::open(
+                o.clone(),
+                opts.clone(),
+            )?),
+        })
+    }
+}

@@ -1,27 +1,28 @@
-//! Driver recovery: `get_or_create`, in the spirit of Spark's
+//! Driver recovery: [`StreamingContext::get_or_create`], in the spirit of Spark's
 //! `StreamingContext.getOrCreate` plus `JobGenerator.restart`.
 //!
 //! The newest valid checkpoint gives the graph and the tracker's state at a
 //! journal position; the journal events after it bring the tracker up to the
 //! moment of the crash; from the two come the batches that must run again.
 
+use crate::Location;
 use crate::checkpoint::{Checkpoint, CheckpointOptions, CheckpointStore, SkippedCheckpoint};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::DOWNTIME_BATCHES_MAX;
-use crate::storage::{StdStorage, Storage};
 use crate::tracker::{BatchBlocks, BlockInfo, BlockTracker, StreamId};
 use crate::wal::{RecoveryReport, Wal, WalOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::marker::PhantomData;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Name of the journal's directory inside the checkpoint directory.
 pub const JOURNAL_DIR_NAME: &str = "journal";
 
-/// Options for [`get_or_create`].
+/// Options for [`ContextBuilder::options`].
 #[derive(Debug, Clone)]
 pub struct ContextOptions {
     /// The batch interval (ms) of a fresh context. A recovered context uses
@@ -137,185 +138,166 @@ pub struct StreamingContext<G> {
     pub report: ContextReport,
 }
 
-/// Open the context in `checkpoint_dir` (checkpoints, and the journal in its
-/// `journal/` subdirectory) with the receiver log in `receiver_dir`, on the
-/// real file system. See [`get_or_create_with_storage`].
-///
-/// # Errors
-/// As [`get_or_create_with_storage`].
-pub fn get_or_create<G, F>(
-    checkpoint_dir: impl AsRef<Path>,
-    receiver_dir: impl AsRef<Path>,
-    opts: ContextOptions,
-    now_ms: u64,
-    create: F,
-) -> Result<StreamingContext<G>>
-where
-    G: DeserializeOwned,
-    F: FnOnce() -> G,
-{
-    get_or_create_with_storage(
-        Arc::new(StdStorage::new()),
-        checkpoint_dir,
-        receiver_dir,
-        opts,
-        now_ms,
-        create,
-    )
-}
-
-/// Open or recover a streaming context.
-///
-/// With no checkpoint and an empty journal, the context is fresh: the graph
-/// comes from `create` and `recovered` is `None`. Otherwise the newest valid
-/// checkpoint (damaged ones are skipped and reported) supplies the graph and
-/// the tracker's state, the journal events after it are replayed, and
-/// `recovered` lists every batch to run, in time order: batches pending at
-/// the checkpoint, batches allocated after it and never committed, and one
-/// batch per interval from the newest batch time up to `now_ms` (the
-/// downtime), plus the acknowledged blocks never allocated. With no valid
-/// checkpoint but a journal, the graph comes from `create` and the journal
-/// alone gives the batches.
-///
-/// Recovery changes no record. It does write: missing directories and lock
-/// files are created, an empty segment for a fresh or re-configured log,
-/// leftover temporary files are removed, torn tails are zeroed and each log's
-/// unproven last write is rewritten with its own bytes (see
-/// [`Wal::open_with_storage`]).
-///
-/// # Errors
-/// [`Error::InvalidOptions`] if the batch interval is zero or the downtime
-/// spans more than [`DOWNTIME_BATCHES_MAX`] batches; the errors of
-/// [`Wal::open_with_storage`], [`CheckpointStore::open_with_storage`] and
-/// [`BlockTracker::open_with_storage`].
-pub fn get_or_create_with_storage<G, F>(
-    storage: Arc<dyn Storage>,
-    checkpoint_dir: impl AsRef<Path>,
-    receiver_dir: impl AsRef<Path>,
-    opts: ContextOptions,
-    now_ms: u64,
-    create: F,
-) -> Result<StreamingContext<G>>
-where
-    G: DeserializeOwned,
-    F: FnOnce() -> G,
-{
-    let started = Instant::now();
-    let checkpoint_dir = checkpoint_dir.as_ref();
-    let store = CheckpointStore::open_with_storage(
-        storage.clone(),
-        checkpoint_dir,
-        opts.checkpoints.clone(),
-    )?;
-    let journal_opts = opts.journal.clone();
-    let receiver_opts = opts.receiver_log.clone();
-    let journal_storage = storage.clone();
-    assemble(
-        store,
-        |snapshot| {
-            BlockTracker::open_with_storage(
-                journal_storage,
-                checkpoint_dir.join(JOURNAL_DIR_NAME),
-                snapshot,
-                journal_opts,
-            )
-        },
-        || {
-            Wal::open(
-                crate::Location::dir_on(storage, receiver_dir.as_ref()),
-                receiver_opts,
-            )
-        },
-        &opts,
-        now_ms,
-        create,
-        started,
-    )
-}
-
-/// Name of the receiver log's location below a context's URL.
-#[cfg(feature = "object-store")]
+/// Name of the receiver log's location below a context's location, unless
+/// [`ContextBuilder::receiver_log`] puts it elsewhere.
 pub const RECEIVER_LOG_NAME: &str = "receiver";
 
-/// [`get_or_create`] with everything at one URL: on object storage
-/// (`s3://bucket/prefix`; see [`crate::object::ObjectLocation::parse`] and
-/// [`get_or_create_at`]), or for `file:///path` on the local file system,
-/// with the same layout (checkpoints in `path`, the journal in
-/// `path/journal`, the receiver log in `path/receiver`).
-///
-/// # Errors
-/// [`Error::InvalidUrl`], and as [`get_or_create_at`] or [`get_or_create`].
-#[cfg(feature = "object-store")]
-pub fn get_or_create_url<G, F>(
-    url: &str,
-    opts: ContextOptions,
-    now_ms: u64,
-    create: F,
-) -> Result<StreamingContext<G>>
-where
-    G: DeserializeOwned,
-    F: FnOnce() -> G,
-{
-    match crate::object::file_url_path(url)? {
-        Some(dir) => get_or_create(&dir, dir.join(RECEIVER_LOG_NAME), opts, now_ms, create),
-        None => get_or_create_at(
-            crate::object::ObjectLocation::parse(url)?,
-            opts,
-            now_ms,
-            create,
-        ),
+impl<G: DeserializeOwned> StreamingContext<G> {
+    /// Open or recover the context at `location` with the given batch
+    /// interval for a fresh one, everything else at its default: the one
+    /// line for the common case, as Spark's `getOrCreate(dir, create)`.
+    ///
+    /// ```
+    /// use streamwal::recovery::StreamingContext;
+    /// # fn main() -> streamwal::Result<()> {
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let dir = tmp.path().join("ctx");
+    /// let ctx = StreamingContext::get_or_create(&dir, 1_000, || vec![String::from("count")])?;
+    /// assert!(ctx.recovered.is_none()); // fresh: nothing was there
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`ContextBuilder::get_or_create`].
+    pub fn get_or_create(
+        location: impl Into<Location>,
+        batch_interval_ms: u64,
+        create: impl FnOnce() -> G,
+    ) -> Result<StreamingContext<G>> {
+        StreamingContext::builder(location)
+            .batch_interval_ms(batch_interval_ms)
+            .get_or_create(create)
+    }
+
+    /// A builder for the context at `location`: a directory (a path, or a
+    /// [`Location`] on another storage), or a parsed object-storage
+    /// location. Below it: the checkpoints, the journal in `journal/`, and,
+    /// unless [`ContextBuilder::receiver_log`] says otherwise, the receiver
+    /// log in `receiver/`.
+    pub fn builder(location: impl Into<Location>) -> ContextBuilder<G> {
+        ContextBuilder {
+            location: location.into(),
+            receiver_log: None,
+            opts: ContextOptions::new(0),
+            now_ms: None,
+            graph: PhantomData,
+        }
     }
 }
 
-/// Open or recover a streaming context kept on object storage (cargo
-/// feature `object-store`), as [`get_or_create_with_storage`] does on a
-/// file system, so that a driver restarted on any machine recovers it.
-/// Below `location`: the checkpoints ([`CheckpointStore::open_at`]), the
-/// journal in `journal/` and the receiver log in `receiver/` (both
-/// [`Wal::open_at`]).
-///
-/// Opening takes the location over, part by part: the checkpoint store
-/// takes a new epoch, then the journal and the receiver log are claimed.
-/// A driver that opened it before is fenced as each part is taken (its
-/// checkpoints stop counting, its appends fail with
-/// [`Error::LogTakenOver`]); until then it can still write that part, and
-/// what it wrote is what the new driver recovers. A driver that gets
-/// [`Error::Fenced`] or [`Error::LogTakenOver`] from any part must stop:
-/// two drivers opening at the same moment can each win a different part,
-/// and both then fail at their first write to a part the other holds. The
-/// journal and the receiver log must use [`crate::SyncPolicy::Always`]
-/// (the default).
-///
-/// # Errors
-/// As [`get_or_create_with_storage`], with [`Error::Remote`] for failed
-/// requests and [`Error::TakeoverInProgress`] if another driver is half-way
-/// through taking the checkpoints over.
-#[cfg(feature = "object-store")]
-pub fn get_or_create_at<G, F>(
-    location: crate::object::ObjectLocation,
+/// How to open a [`StreamingContext`]; made by [`StreamingContext::builder`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until get_or_create"]
+pub struct ContextBuilder<G> {
+    location: Location,
+    receiver_log: Option<Location>,
     opts: ContextOptions,
-    now_ms: u64,
-    create: F,
-) -> Result<StreamingContext<G>>
-where
-    G: DeserializeOwned,
-    F: FnOnce() -> G,
-{
-    let started = Instant::now();
-    let journal = location.child(JOURNAL_DIR_NAME)?;
-    let receiver = location.child(RECEIVER_LOG_NAME)?;
-    let store = CheckpointStore::open_at(location, opts.checkpoints.clone())?;
-    let journal_opts = opts.journal.clone();
-    let receiver_opts = opts.receiver_log.clone();
-    assemble(
-        store,
-        |snapshot| BlockTracker::open_with_log(Wal::open(journal, journal_opts)?, snapshot),
-        || Wal::open(receiver, receiver_opts),
-        &opts,
-        now_ms,
-        create,
-        started,
-    )
+    now_ms: Option<u64>,
+    graph: PhantomData<fn() -> G>,
+}
+
+impl<G: DeserializeOwned> ContextBuilder<G> {
+    /// The batch interval (ms) of a fresh context; a recovered one uses the
+    /// interval in its checkpoint. Required for a fresh context.
+    pub fn batch_interval_ms(mut self, ms: u64) -> Self {
+        self.opts.batch_interval_ms = ms;
+        self
+    }
+
+    /// Keep the receiver log at `location` instead of `receiver/` below
+    /// the context.
+    pub fn receiver_log(mut self, location: impl Into<Location>) -> Self {
+        self.receiver_log = Some(location.into());
+        self
+    }
+
+    /// Every option at once (batch interval, receiver log, journal,
+    /// checkpoints), replacing what was set before.
+    pub fn options(mut self, opts: ContextOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// Options of the receiver log.
+    pub fn receiver_log_options(mut self, opts: WalOptions) -> Self {
+        self.opts.receiver_log = opts;
+        self
+    }
+
+    /// The clock: the time (ms) recovery counts missed intervals up to.
+    /// Default: the system clock, read when the context opens.
+    pub fn now_ms(mut self, now_ms: u64) -> Self {
+        self.now_ms = Some(now_ms);
+        self
+    }
+
+    /// Open or recover the context.
+    ///
+    /// With no checkpoint and an empty journal, the context is fresh: the
+    /// graph comes from `create` and `recovered` is `None`. Otherwise the
+    /// newest valid checkpoint (damaged ones are skipped and reported)
+    /// supplies the graph and the tracker's state, the journal events after
+    /// it are replayed, and `recovered` lists every batch to run, in time
+    /// order: batches pending at the checkpoint, batches allocated after it
+    /// and never committed, and one batch per interval from the newest batch
+    /// time up to the clock (the downtime), plus the acknowledged blocks
+    /// never allocated. With no valid checkpoint but a journal, the graph
+    /// comes from `create` and the journal alone gives the batches.
+    ///
+    /// Recovery changes no record. It does write: missing directories and
+    /// lock files are created, an empty segment for a fresh or re-configured
+    /// log, leftover temporary files are removed, torn tails are zeroed and
+    /// each log's unproven last write is rewritten with its own bytes (see
+    /// [`Wal::open`]).
+    ///
+    /// On object storage, opening takes the location over, part by part:
+    /// the checkpoint store takes a new epoch, then the journal and the
+    /// receiver log are claimed. A driver that opened it before is fenced
+    /// as each part is taken (its checkpoints stop counting, its appends
+    /// fail with [`Error::LogTakenOver`]); until then it can still write
+    /// that part, and what it wrote is what the new driver recovers. A
+    /// driver that gets [`Error::Fenced`] or [`Error::LogTakenOver`] from
+    /// any part must stop: two drivers opening at the same moment can each
+    /// win a different part, and both then fail at their first write to a
+    /// part the other holds.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`] if the batch interval is zero or the
+    /// downtime spans more than [`DOWNTIME_BATCHES_MAX`] batches; the errors
+    /// of [`Wal::open`], [`CheckpointStore::open`] and [`BlockTracker::open`]
+    /// ([`Error::Remote`] for failed requests to object storage, and
+    /// [`Error::TakeoverInProgress`] if another driver is half-way through
+    /// taking the checkpoints over).
+    pub fn get_or_create(self, create: impl FnOnce() -> G) -> Result<StreamingContext<G>> {
+        let started = Instant::now();
+        let now_ms = self.now_ms.unwrap_or_else(system_now_ms);
+        let journal = self.location.child(JOURNAL_DIR_NAME)?;
+        let receiver = match self.receiver_log {
+            Some(at) => at,
+            None => self.location.child(RECEIVER_LOG_NAME)?,
+        };
+        let opts = self.opts;
+        let store = CheckpointStore::open(&self.location, opts.checkpoints.clone())?;
+        let journal_opts = opts.journal.clone();
+        let receiver_opts = opts.receiver_log.clone();
+        assemble(
+            store,
+            |snapshot| BlockTracker::open(journal, snapshot, journal_opts),
+            || Wal::open(receiver, receiver_opts),
+            &opts,
+            now_ms,
+            create,
+            started,
+        )
+    }
+}
+
+/// Milliseconds since the Unix epoch by the system clock (0 before it).
+fn system_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The recovery itself, over a store and two logs opened by the caller's
@@ -415,7 +397,8 @@ where
     })
 }
 
-/// The batches to run after a crash, in time order (see [`get_or_create`]).
+/// The batches to run after a crash, in time order (see
+/// [`ContextBuilder::get_or_create`]).
 fn batches_to_run(
     state: &crate::tracker::TrackerState,
     checkpoint_time: Option<u64>,
@@ -485,6 +468,28 @@ impl<G> StreamingContext<G> {
     }
 }
 
+/// What [`StreamingContext::checkpoint`] records beside the graph and the
+/// tracker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointAt {
+    /// The batch time the checkpoint is taken at (ms).
+    pub batch_time: u64,
+    /// Batch times generated but not completed yet: recovery runs them again.
+    pub pending_batches: Vec<u64>,
+    /// Free-form source positions (e.g. Kafka partition -> offset).
+    pub source_offsets: BTreeMap<String, String>,
+}
+
+impl CheckpointAt {
+    /// A checkpoint at `batch_time` with no pending batches and no offsets.
+    pub fn batch(batch_time: u64) -> CheckpointAt {
+        CheckpointAt {
+            batch_time,
+            ..CheckpointAt::default()
+        }
+    }
+}
+
 impl<G: Serialize> StreamingContext<G> {
     /// Write a checkpoint of the graph and the tracker now, synchronously
     /// (durable when it returns), then [retire the
@@ -492,22 +497,17 @@ impl<G: Serialize> StreamingContext<G> {
     ///
     /// # Errors
     /// [`CheckpointStore::write`] and [`BlockTracker::retire_journal`] errors.
-    pub fn checkpoint(
-        &mut self,
-        batch_time: u64,
-        pending_batches: Vec<u64>,
-        source_offsets: BTreeMap<String, String>,
-    ) -> Result<()> {
+    pub fn checkpoint(&self, at: CheckpointAt) -> Result<()> {
         let (tracker, journal_lsn) = self.tracker.snapshot()?;
         let ckpt = Checkpoint {
-            batch_time,
+            batch_time: at.batch_time,
             batch_interval_ms: self.batch_interval_ms,
             graph: &self.graph,
             graph_version: self.graph_version,
-            pending_batches,
+            pending_batches: at.pending_batches,
             journal_lsn,
             tracker,
-            source_offsets,
+            source_offsets: at.source_offsets,
         };
         self.checkpoints.write(&ckpt)?;
         self.retire_journal()?;

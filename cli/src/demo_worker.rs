@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use streamwal::checkpoint::CheckpointOptions;
-use streamwal::recovery::{ContextOptions, RunReason, StreamingContext, get_or_create};
+use streamwal::recovery::{ContextOptions, RunReason, StreamingContext};
 use streamwal::tracker::{BlockInfo, BlockTracker};
 use streamwal::{Wal, WalOptions};
 
@@ -101,11 +101,18 @@ pub fn run_worker(dir: &Path, store: Option<&str>) -> Result<(), String> {
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let opened = match store {
-        None => get_or_create(&ckpt_dir, &rx_dir, options(), now_ms(), Graph::word_count),
+        None => streamwal::StreamingContext::builder(&ckpt_dir)
+            .receiver_log(&rx_dir)
+            .options(options())
+            .now_ms(now_ms())
+            .get_or_create(Graph::word_count),
         #[cfg(feature = "object-store")]
-        Some(url) => {
-            streamwal::recovery::get_or_create_url(url, options(), now_ms(), Graph::word_count)
-        }
+        Some(url) => streamwal::Location::parse(url).and_then(|loc| {
+            streamwal::StreamingContext::builder(loc)
+                .options(options())
+                .now_ms(now_ms())
+                .get_or_create(Graph::word_count)
+        }),
         #[cfg(not(feature = "object-store"))]
         Some(_) => {
             return Err("this streamwal was built without object storage; \
@@ -197,8 +204,12 @@ fn run_batch(ctx: &mut StreamingContext<Graph>, out_dir: &Path, t: u64) -> Resul
     ctx.tracker
         .cleanup_receiver_log(&ctx.receiver_log)
         .map_err(lib("receiver log cleanup"))?;
-    ctx.checkpoint(t, Vec::new(), BTreeMap::new())
-        .map_err(lib("checkpoint"))?;
+    ctx.checkpoint(streamwal::CheckpointAt {
+        batch_time: t,
+        pending_batches: Vec::new(),
+        source_offsets: BTreeMap::new(),
+    })
+    .map_err(lib("checkpoint"))?;
     say(&format!("batch {t} {}", output.ids.len()))
 }
 

@@ -118,7 +118,8 @@ mod imp {
         problems: &mut Vec<Problem>,
         verbose: bool,
     ) -> Result<String, String> {
-        let store = ObjectCheckpointStore::open_read_only(url).map_err(|e| describe(&e))?;
+        let loc = streamwal::object::ObjectLocation::parse(url).map_err(|e| describe(&e))?;
+        let store = ObjectCheckpointStore::open_read_only(loc);
         let all = store.read_all_raw().map_err(|e| describe(&e))?;
         let journal = open_log(&child(url, JOURNAL_DIR_NAME))?;
         let receiver = open_log(&child(url, RECEIVER_LOG_NAME))?;

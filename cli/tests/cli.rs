@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use streamwal::recovery::{ContextOptions, get_or_create};
+use streamwal::recovery::ContextOptions;
 use streamwal::tracker::BlockInfo;
 use streamwal::{RecordHandle, Wal, WalOptions};
 
@@ -286,8 +286,12 @@ fn inspect_and_verify_a_checkpoint_directory() {
         let mut opts = ContextOptions::new(1000);
         opts.receiver_log = small();
         opts.journal = small();
-        let mut ctx =
-            get_or_create(&ckpt, &recv, opts, 0, || vec!["words".to_string()]).expect("context");
+        let ctx = streamwal::StreamingContext::builder(&ckpt)
+            .receiver_log(&recv)
+            .options(opts)
+            .now_ms(0)
+            .get_or_create(|| vec!["words".to_string()])
+            .expect("context");
         let add = |ctx: &streamwal::recovery::StreamingContext<Vec<String>>, n: u64| {
             let handle = ctx.receiver_log.append(b"a b c").expect("append");
             ctx.tracker
@@ -305,8 +309,12 @@ fn inspect_and_verify_a_checkpoint_directory() {
             .allocate_blocks_to_batch(1000)
             .expect("allocate");
         ctx.tracker.commit_batch(1000).expect("commit");
-        ctx.checkpoint(1000, vec![], Default::default())
-            .expect("checkpoint");
+        ctx.checkpoint(streamwal::CheckpointAt {
+            batch_time: 1000,
+            pending_batches: vec![],
+            source_offsets: Default::default(),
+        })
+        .expect("checkpoint");
         // After the checkpoint: one more batch allocated, not committed, and
         // a block left unallocated.
         add(&ctx, 3);

@@ -16,7 +16,7 @@ use common::objects::{Backend, backends, fetch, plant};
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 use streamwal::object::log_object_name;
-use streamwal::recovery::{ContextOptions, get_or_create_at};
+use streamwal::recovery::ContextOptions;
 use streamwal::tracker::BlockInfo;
 use streamwal::{Wal, WalOptions};
 
@@ -78,10 +78,11 @@ fn verify_dump_and_inspect_take_a_url() {
 
     // A context: checkpoints, journal and receiver log below one URL.
     let ctx_url = format!("{base}/ctx");
-    let mut ctx = get_or_create_at(b.location("ctx"), ContextOptions::new(1_000), 0, || {
-        BTreeMap::<String, u64>::new()
-    })
-    .unwrap();
+    let ctx = streamwal::StreamingContext::builder(b.location("ctx"))
+        .options(ContextOptions::new(1_000))
+        .now_ms(0)
+        .get_or_create(BTreeMap::<String, u64>::new)
+        .unwrap();
     let handle = ctx.receiver_log.append(b"block").unwrap();
     ctx.tracker
         .add_block(BlockInfo {
@@ -92,7 +93,12 @@ fn verify_dump_and_inspect_take_a_url() {
         })
         .unwrap();
     ctx.tracker.allocate_blocks_to_batch(1_000).unwrap();
-    ctx.checkpoint(1_000, vec![1_000], BTreeMap::new()).unwrap();
+    ctx.checkpoint(streamwal::CheckpointAt {
+        batch_time: 1_000,
+        pending_batches: vec![1_000],
+        source_offsets: BTreeMap::new(),
+    })
+    .unwrap();
     drop(ctx);
     let o = run(&["verify", &ctx_url]);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
@@ -104,12 +110,18 @@ fn verify_dump_and_inspect_take_a_url() {
     // Journal events a checkpoint needs are gone (a floor planted past
     // them): verify says so, naming the journal.
     let gap_url = format!("{base}/gap");
-    let mut ctx = get_or_create_at(b.location("gap"), ContextOptions::new(1_000), 0, || {
-        BTreeMap::<String, u64>::new()
+    let ctx = streamwal::StreamingContext::builder(b.location("gap"))
+        .options(ContextOptions::new(1_000))
+        .now_ms(0)
+        .get_or_create(BTreeMap::<String, u64>::new)
+        .unwrap();
+    add(&ctx, 0, b"block", 1);
+    ctx.checkpoint(streamwal::CheckpointAt {
+        batch_time: 1_000,
+        pending_batches: vec![],
+        source_offsets: BTreeMap::new(),
     })
     .unwrap();
-    add(&ctx, 0, b"block", 1);
-    ctx.checkpoint(1_000, vec![], BTreeMap::new()).unwrap();
     for t in 2..5 {
         add(&ctx, 0, b"block", t);
     }

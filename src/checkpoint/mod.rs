@@ -2,10 +2,15 @@
 //! transformation graph and the batch metadata, newest-valid-first reads,
 //! retention, and a background writer.
 
+mod backend;
+mod files;
 mod format;
 mod store;
 mod writer;
 
+pub(crate) use backend::{CheckpointBackend, Listed, Listing};
+pub(crate) use files::FileCheckpoints;
+pub use files::checkpoint_file_name;
 /// The checkpoint file codec, for the crate's own tools (feature
 /// `internals`; no stability promise).
 #[cfg(feature = "internals")]
@@ -15,7 +20,6 @@ pub use format::{
 };
 pub use store::{
     CheckpointOptions, CheckpointStore, EncodedCheckpoint, LatestCheckpoint, SkippedCheckpoint,
-    checkpoint_file_name,
 };
 pub use writer::{CheckpointWriter, WriterStats};
 

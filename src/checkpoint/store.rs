@@ -1,62 +1,19 @@
-//! The checkpoint store: durable atomic writes, retention, newest-valid reads.
-//!
-//! Files in the directory:
-//! - `checkpoint-NNNNNNNNNNNNNNNNNNNN.ckpt`: a checkpoint taken at batch time
-//!   `N` (20 decimal digits, so name order is time order);
-//! - `checkpoint-NNNNNNNNNNNNNNNNNNNN.ckpt.tmp`: one being written; never
-//!   read, removed on open;
-//! - anything else (the journal's directory, a `LOCK`, an editor's backup) is
-//!   not the store's and is left alone.
+//! The checkpoint store: durable atomic writes, retention, newest-valid
+//! reads, over whichever backend its location names.
 
 use super::Checkpoint;
-use super::format::{self, CHECKPOINT_HEADER_BYTES, CheckpointHeader};
+use super::backend::{CheckpointBackend, Listed};
+use super::format;
+use crate::Location;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::CHECKPOINTS_KEPT_DEFAULT;
-use crate::storage::{OpenMode, StdStorage, Storage, StorageFile, read_exact_at};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::cmp::Reverse;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 
-const PREFIX: &str = "checkpoint-";
-const SUFFIX: &str = ".ckpt";
-const TEMP_SUFFIX: &str = ".ckpt.tmp";
-const TIME_DIGITS: usize = 20;
-
-/// The file name of the checkpoint taken at `batch_time`.
-pub fn checkpoint_file_name(batch_time: u64) -> String {
-    format!("{PREFIX}{batch_time:0TIME_DIGITS$}{SUFFIX}")
-}
-
-/// What a directory entry is, by its name alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Entry {
-    Checkpoint(u64),
-    Temp,
-    Foreign,
-}
-
-fn classify(name: &str) -> Entry {
-    let time_then = |suffix: &str| -> Option<u64> {
-        let digits = name.strip_prefix(PREFIX)?.strip_suffix(suffix)?;
-        if digits.len() != TIME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        digits.parse().ok()
-    };
-    if let Some(t) = time_then(SUFFIX) {
-        Entry::Checkpoint(t)
-    } else if time_then(TEMP_SUFFIX).is_some() {
-        Entry::Temp
-    } else {
-        Entry::Foreign
-    }
-}
-
-/// Checkpoint files (batch time, path), newest first; foreign names, sorted.
-type Listing = (Vec<(u64, PathBuf)>, Vec<String>);
+/// How often `latest` lists again when a listed checkpoint vanished before
+/// it was read (another store's retention removed it meanwhile).
+const RELIST_ATTEMPTS: usize = 3;
 
 /// Options for [`CheckpointStore::open`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,126 +75,56 @@ pub struct LatestCheckpoint<G> {
     pub ignored_files: Vec<String>,
 }
 
-/// Checkpoints in one directory, written atomically and durably, read
+/// Checkpoints at one location, written atomically and durably, read
 /// newest-valid-first.
 ///
-/// All I/O goes through a [`Storage`]. One store per directory at a time:
-/// the store takes no lock, and [`CheckpointStore::open`] removes temporary
-/// files another writer may be using. Writes through one store are
-/// serialized; reads may run beside them. With the `object-store` feature,
-/// [`CheckpointStore::open_at`] opens the same API over checkpoints on
-/// object storage (one object each, fenced by epochs).
+/// In a directory (on the real file system or any [`crate::storage::Storage`])
+/// each checkpoint is a file written to a temporary name, synced and renamed
+/// into place; on object storage (feature `object-store`) each is one object,
+/// and opening takes a new epoch that fences the stores opened before (see
+/// [`crate::object`]). One store per location at a time: the directory store
+/// takes no lock, and [`CheckpointStore::open`] removes temporary files
+/// another writer may be using. Writes through one store are serialized;
+/// reads may run beside them.
 #[derive(Debug)]
 pub struct CheckpointStore {
-    storage: Arc<dyn Storage>,
-    dir: PathBuf,
-    keep: usize,
-    write_lock: Mutex<()>,
-    /// Set for a store on object storage: every method goes there, and the
-    /// fields above are not used (`dir` names the location).
-    #[cfg(feature = "object-store")]
-    remote: Option<Box<crate::object::ObjectCheckpointStore>>,
-}
-
-/// Answer from the object-storage store, if this is one.
-macro_rules! remote {
-    ($self:ident, $r:ident => $call:expr) => {
-        #[cfg(feature = "object-store")]
-        if let Some($r) = &$self.remote {
-            return $call;
-        }
-    };
+    backend: Box<dyn CheckpointBackend>,
+    location: Location,
 }
 
 impl CheckpointStore {
-    /// Open (or create) the store in `dir` on the real file system. See
-    /// [`CheckpointStore::open_with_storage`].
+    /// Open (or create) the store at `location`: a path (a directory on the
+    /// real file system), a [`Location`] on another storage, or a parsed
+    /// object-storage location.
     ///
-    /// # Errors
-    /// As [`CheckpointStore::open_with_storage`].
-    pub fn open(dir: impl AsRef<Path>, opts: CheckpointOptions) -> Result<CheckpointStore> {
-        Self::open_with_storage(Arc::new(StdStorage::new()), dir, opts)
-    }
-
-    /// Open (or create) the store in `dir` on `storage`.
-    ///
-    /// Creates `dir` if needed and fsyncs its parent, removes temporary files
-    /// a crashed write left, and fsyncs `dir` (so the entries a crashed
-    /// predecessor renamed into place are durable before they are trusted).
-    /// Reads no checkpoint.
+    /// In a directory: creates it if needed and fsyncs its parent, removes
+    /// temporary files a crashed write left, and fsyncs it (so the entries a
+    /// crashed predecessor renamed into place are durable before they are
+    /// trusted). On object storage: takes a new epoch and seals the older
+    /// ones. Reads no checkpoint.
     ///
     /// # Errors
     /// - [`Error::InvalidOptions`] if `opts.keep` is 0.
-    /// - [`Error::Io`] if creating, listing, removing or syncing fails.
-    pub fn open_with_storage(
-        storage: Arc<dyn Storage>,
-        dir: impl AsRef<Path>,
-        opts: CheckpointOptions,
-    ) -> Result<CheckpointStore> {
+    /// - [`Error::Io`] if creating, listing, removing or syncing fails;
+    ///   [`Error::Remote`] if a request to object storage fails.
+    pub fn open(location: impl Into<Location>, opts: CheckpointOptions) -> Result<CheckpointStore> {
         if opts.keep == 0 {
             return Err(Error::InvalidOptions("checkpoint keep must be at least 1"));
         }
-        let dir = dir.as_ref().to_path_buf();
-        crate::storage::create_dir_durably(&*storage, &dir)?;
-        let names = storage.list(&dir).map_err(|e| Error::io("list", &dir, e))?;
-        // Only regular files: a directory or FIFO named like a temporary file
-        // is not ours to remove.
-        let temps = names
-            .iter()
-            .filter(|e| e.is_file() && classify(&e.name) == Entry::Temp);
-        for entry in temps {
-            let path = dir.join(&entry.name);
-            remove_if_present(&*storage, &path)?;
-        }
-        storage
-            .sync_dir(&dir)
-            .map_err(|e| Error::io("sync_dir", &dir, e))?;
-        Ok(CheckpointStore {
-            storage,
-            dir,
-            keep: opts.keep,
-            write_lock: Mutex::new(()),
-            #[cfg(feature = "object-store")]
-            remote: None,
-        })
+        let location = location.into();
+        let backend = location.open_checkpoints(&opts)?;
+        Ok(CheckpointStore { backend, location })
     }
 
-    /// The store on object storage at `location` (cargo feature
-    /// `object-store`): an [`ObjectCheckpointStore`](crate::object::ObjectCheckpointStore)
-    /// behind this type, so that [`crate::recovery`] and
-    /// [`super::CheckpointWriter`] work on it unchanged. Opening takes a new
-    /// epoch and fences the stores opened before (see [`crate::object`]);
-    /// `dir` is the location's URL; `latest` lists no ignored files and
-    /// skips damaged objects as it skips damaged files.
-    ///
-    /// # Errors
-    /// As [`ObjectCheckpointStore::open_at`](crate::object::ObjectCheckpointStore::open_at).
-    #[cfg(feature = "object-store")]
-    pub fn open_at(
-        location: crate::object::ObjectLocation,
-        opts: CheckpointOptions,
-    ) -> Result<CheckpointStore> {
-        let dir = PathBuf::from(location.url());
-        let keep = opts.keep;
-        let remote = crate::object::ObjectCheckpointStore::open_at(location, opts)?;
-        Ok(CheckpointStore {
-            storage: Arc::new(StdStorage::new()),
-            dir,
-            keep,
-            write_lock: Mutex::new(()),
-            remote: Some(Box::new(remote)),
-        })
+    /// Where the store is.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
-    /// The object-storage store behind this one, if it is on object storage.
-    #[cfg(feature = "object-store")]
-    pub fn object_store(&self) -> Option<&crate::object::ObjectCheckpointStore> {
-        self.remote.as_deref()
-    }
-
-    /// The store's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The epoch this store writes under, on object storage; `None` in a
+    /// directory.
+    pub fn epoch(&self) -> Option<u64> {
+        self.backend.epoch()
     }
 
     /// Encode `ckpt` into a checkpoint file's bytes, with no I/O. The graph
@@ -285,54 +172,7 @@ impl CheckpointStore {
     /// but may not survive a power loss. The store is not poisoned: each
     /// write proves its own durability with its own syncs.
     pub fn write_encoded(&self, ckpt: &EncodedCheckpoint) -> Result<PathBuf> {
-        remote!(self, r => r.write_encoded(ckpt));
-        let _serial = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let name = checkpoint_file_name(ckpt.batch_time);
-        let path = self.dir.join(&name);
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        if let Err(e) = self.write_temp_and_rename(&tmp, &path, &ckpt.bytes) {
-            // Best effort: the next open removes it anyway.
-            let _ = self.storage.remove(&tmp);
-            return Err(e);
-        }
-        self.retain(ckpt.batch_time)?;
-        Ok(path)
-    }
-
-    fn write_temp_and_rename(&self, tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-        let st = &*self.storage;
-        remove_if_present(st, tmp)?;
-        let file = st
-            .open(tmp, OpenMode::CreateNew)
-            .map_err(|e| Error::io("create", tmp, e))?;
-        file.write_at(bytes, 0)
-            .map_err(|e| Error::io("write", tmp, e))?;
-        file.sync_data()
-            .map_err(|e| Error::io("sync_data", tmp, e))?;
-        drop(file);
-        st.rename(tmp, path)
-            .map_err(|e| Error::io("rename", tmp, e))?;
-        st.sync_dir(&self.dir)
-            .map_err(|e| Error::io("sync_dir", &self.dir, e))
-    }
-
-    /// Remove checkpoint files beyond the newest `keep`, never `just_written`.
-    fn retain(&self, just_written: u64) -> Result<()> {
-        let (all, _) = self.scan()?;
-        let mut removed = false;
-        for &(time, ref path) in all.iter().skip(self.keep) {
-            if time == just_written {
-                continue;
-            }
-            remove_if_present(&*self.storage, path)?;
-            removed = true;
-        }
-        if removed {
-            self.storage
-                .sync_dir(&self.dir)
-                .map_err(|e| Error::io("sync_dir", &self.dir, e))?;
-        }
-        Ok(())
+        self.backend.put(ckpt)
     }
 
     /// The checkpoint files in the directory, newest (largest batch time)
@@ -341,32 +181,11 @@ impl CheckpointStore {
     /// # Errors
     /// [`Error::Io`] if the directory cannot be listed.
     pub fn list(&self) -> Result<Vec<(u64, PathBuf)>> {
-        remote!(self, r => r.list_paths());
-        Ok(self.scan()?.0)
-    }
-
-    /// The checkpoint files, newest first, and the names that are not ours.
-    fn scan(&self) -> Result<Listing> {
-        let names = self
-            .storage
-            .list(&self.dir)
-            .map_err(|e| Error::io("list", &self.dir, e))?;
-        let mut found = Vec::new();
-        let mut ignored = Vec::new();
-        for entry in names {
-            // A directory or FIFO named like a checkpoint is not one: never
-            // read (a FIFO would block), never ranked, never removed.
-            match classify(&entry.name) {
-                Entry::Checkpoint(t) if entry.is_file() => {
-                    found.push((t, self.dir.join(&entry.name)))
-                }
-                Entry::Temp if entry.is_file() => {}
-                _ => ignored.push(entry.name),
-            }
-        }
-        found.sort_unstable_by_key(|&(t, _)| Reverse(t));
-        ignored.sort();
-        Ok((found, ignored))
+        let (listed, _) = self.backend.list()?;
+        Ok(listed
+            .into_iter()
+            .map(|l| (l.batch_time, l.shown))
+            .collect())
     }
 
     /// The newest checkpoint that passes every check, trying files from the
@@ -384,37 +203,58 @@ impl CheckpointStore {
     /// [`Error::Io`] if the directory cannot be listed. Problems with one
     /// file are never errors: they are in `skipped`.
     pub fn latest<G: DeserializeOwned>(&self) -> Result<LatestCheckpoint<G>> {
-        remote!(self, r => r.latest().map(|l| LatestCheckpoint {
-            checkpoint: l.checkpoint,
-            skipped: l
-                .skipped
-                .into_iter()
-                .map(|s| SkippedCheckpoint {
-                    file: s.object,
-                    reason: s.reason,
-                })
-                .collect(),
-            ignored_files: Vec::new(),
-        }));
-        let (files, ignored_files) = self.scan()?;
-        let mut skipped = Vec::new();
-        for (time, path) in files {
-            match self.read_file(time, &path) {
-                Ok(ckpt) => {
-                    return Ok(LatestCheckpoint {
-                        checkpoint: Some((path, ckpt)),
-                        skipped,
-                        ignored_files,
-                    });
+        let mut attempt = 0;
+        'relist: loop {
+            attempt += 1;
+            let (listed, ignored_files) = self.backend.list()?;
+            let mut skipped = Vec::new();
+            for entry in listed {
+                match self.read(&entry) {
+                    Ok(Some(ckpt)) => {
+                        return Ok(LatestCheckpoint {
+                            checkpoint: Some((entry.shown, ckpt)),
+                            skipped,
+                            ignored_files,
+                        });
+                    }
+                    Ok(None) if attempt < RELIST_ATTEMPTS => continue 'relist,
+                    Ok(None) => {
+                        let reason =
+                            Error::corruption(&entry.shown, 0, CorruptionKind::ObjectVanished);
+                        skipped.push(SkippedCheckpoint {
+                            file: entry.shown,
+                            reason,
+                        })
+                    }
+                    Err(reason) => skipped.push(SkippedCheckpoint {
+                        file: entry.shown,
+                        reason,
+                    }),
                 }
-                Err(reason) => skipped.push(SkippedCheckpoint { file: path, reason }),
             }
+            return Ok(LatestCheckpoint {
+                checkpoint: None,
+                skipped,
+                ignored_files,
+            });
         }
-        Ok(LatestCheckpoint {
-            checkpoint: None,
-            skipped,
-            ignored_files,
-        })
+    }
+
+    /// One listed checkpoint, decoded and checked against its name; `None`
+    /// if it vanished.
+    fn read<G: DeserializeOwned>(&self, entry: &Listed) -> Result<Option<Checkpoint<G>>> {
+        let Some(bytes) = self.backend.get(entry)? else {
+            return Ok(None);
+        };
+        let ckpt: Checkpoint<G> = format::decode_file(&entry.shown, &bytes)?;
+        if ckpt.batch_time != entry.batch_time {
+            return Err(Error::corruption(
+                &entry.shown,
+                0,
+                CorruptionKind::BadHeader("batch time does not match the name"),
+            ));
+        }
+        Ok(Some(ckpt))
     }
 
     /// The smallest journal position among the checkpoint files whose
@@ -426,127 +266,6 @@ impl CheckpointStore {
     /// [`Error::Io`] if the directory cannot be listed. A file whose header
     /// cannot be read or checked is left out (recovery cannot use it either).
     pub fn journal_floor(&self) -> Result<Option<u64>> {
-        remote!(self, r => r.journal_floor());
-        let (files, _) = self.scan()?;
-        Ok(files
-            .iter()
-            .filter_map(|(time, path)| self.read_header(*time, path).ok())
-            .map(|(_, h, _)| h.journal_lsn)
-            .min())
-    }
-
-    /// Open a checkpoint file whose name says `batch_time` and check its
-    /// header and length.
-    fn read_header(
-        &self,
-        batch_time: u64,
-        path: &Path,
-    ) -> Result<(Arc<dyn StorageFile>, CheckpointHeader, u64)> {
-        let corrupt = |offset: usize, kind| Error::corruption(path, offset as u64, kind);
-        let file = self
-            .storage
-            .open(path, OpenMode::Read)
-            .map_err(|e| Error::io("open", path, e))?;
-        let file_len = file.len().map_err(|e| Error::io("len", path, e))?;
-        let mut head = [0u8; CHECKPOINT_HEADER_BYTES];
-        let head_len = (file_len.min(head.len() as u64)) as usize;
-        read_all(&*file, &mut head[..head_len], 0, path)?;
-        let header = CheckpointHeader::decode(&head[..head_len]).map_err(|k| corrupt(0, k))?;
-        if header.batch_time != batch_time {
-            return Err(corrupt(
-                0,
-                CorruptionKind::BadHeader("batch time does not match the file name"),
-            ));
-        }
-        header
-            .check_file_len(file_len)
-            .map_err(|k| corrupt(CHECKPOINT_HEADER_BYTES, k))?;
-        Ok((file, header, file_len))
-    }
-
-    /// Read and check one checkpoint file whose name says `batch_time`.
-    fn read_file<G: DeserializeOwned>(
-        &self,
-        batch_time: u64,
-        path: &Path,
-    ) -> Result<Checkpoint<G>> {
-        let corrupt = |offset: usize, kind| Error::corruption(path, offset as u64, kind);
-        let (file, header, _) = self.read_header(batch_time, path)?;
-        // `decode` bounded body_len by DECODE_BYTES_MAX, and the file holds
-        // exactly that many bytes after the header.
-        let body_len = usize::try_from(header.body_len).map_err(|_| {
-            corrupt(
-                CHECKPOINT_HEADER_BYTES,
-                CorruptionKind::LengthOutOfBounds {
-                    len: header.body_len,
-                    max: usize::MAX as u64,
-                },
-            )
-        })?;
-        let mut body = vec![0u8; body_len];
-        read_all(&*file, &mut body, CHECKPOINT_HEADER_BYTES as u64, path)?;
-        format::decode_body(path, &header, &body)
-    }
-}
-
-/// Read exactly `buf.len()` bytes at `offset`; a file that ends first (it
-/// shrank since its length was read) is truncated.
-fn read_all(file: &dyn StorageFile, buf: &mut [u8], offset: u64, path: &Path) -> Result<()> {
-    match read_exact_at(file, buf, offset) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Error::corruption(path, offset, CorruptionKind::Truncated)),
-        Err(e) => Err(Error::io("read", path, e)),
-    }
-}
-
-fn remove_if_present(storage: &dyn Storage, path: &Path) -> Result<()> {
-    match storage.remove(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("remove", path, e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_sort_in_time_order_and_classify_back() {
-        let mut names: Vec<String> = [10u64, 9, 0, 100, u64::MAX]
-            .iter()
-            .map(|&t| checkpoint_file_name(t))
-            .collect();
-        names.sort();
-        let times: Vec<Entry> = names.iter().map(|n| classify(n)).collect();
-        assert_eq!(
-            times,
-            [0, 9, 10, 100, u64::MAX].map(Entry::Checkpoint).to_vec()
-        );
-        assert_eq!(
-            checkpoint_file_name(1_500),
-            "checkpoint-00000000000000001500.ckpt"
-        );
-    }
-
-    #[test]
-    fn stray_names_are_foreign() {
-        for n in [
-            "LOCK",
-            ".DS_Store",
-            "journal",
-            "checkpoint-00000000000000001500.ckpt~",
-            "checkpoint-1500.ckpt",
-            "checkpoint-0000000000000000150x.ckpt",
-            "checkpoint-99999999999999999999.ckpt",
-            "Checkpoint-00000000000000001500.ckpt",
-            "00000000000000001500.ckpt",
-        ] {
-            assert_eq!(classify(n), Entry::Foreign, "{n}");
-        }
-        assert_eq!(
-            classify("checkpoint-00000000000000001500.ckpt.tmp"),
-            Entry::Temp
-        );
+        self.backend.journal_floor()
     }
 }

@@ -96,7 +96,7 @@ impl CheckpointWriter {
                 .name("streamwal-checkpoint".into())
                 .spawn(move || run(&store, &shared))
         }
-        .map_err(|e| Error::io("spawn", store.dir(), e))?;
+        .map_err(|e| Error::io("spawn", store.location().display_path(), e))?;
         Ok(CheckpointWriter {
             store,
             shared,

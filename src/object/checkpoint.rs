@@ -233,28 +233,9 @@ pub struct ObjectCheckpointStore {
 }
 
 impl ObjectCheckpointStore {
-    /// Open the store at `url` (see [`ObjectLocation::parse`]) and take a
-    /// new epoch.
-    ///
-    /// # Errors
-    /// As [`ObjectLocation::parse`] and [`ObjectCheckpointStore::open_at`].
-    pub fn open(url: &str, opts: CheckpointOptions) -> Result<ObjectCheckpointStore> {
-        ObjectCheckpointStore::open_at(ObjectLocation::parse(url)?, opts)
-    }
-
-    /// Open the store at `url` without taking an epoch: `latest`, `list` and
-    /// `journal_floor` work, `write` fails with [`Error::ReadOnly`].
-    ///
-    /// # Errors
-    /// As [`ObjectLocation::parse`].
-    pub fn open_read_only(url: &str) -> Result<ObjectCheckpointStore> {
-        Ok(ObjectCheckpointStore::open_read_only_at(
-            ObjectLocation::parse(url)?,
-        ))
-    }
-
-    /// [`ObjectCheckpointStore::open_read_only`] at `loc`.
-    pub fn open_read_only_at(loc: ObjectLocation) -> ObjectCheckpointStore {
+    /// Open the store at `loc` without taking an epoch: `latest`, `list`
+    /// and `journal_floor` work, `write` fails with [`Error::ReadOnly`].
+    pub fn open_read_only(loc: ObjectLocation) -> ObjectCheckpointStore {
         ObjectCheckpointStore {
             loc,
             keep: usize::MAX,
@@ -276,7 +257,7 @@ impl ObjectCheckpointStore {
     /// request fails (a fence may have been created: the next opening
     /// seals it); [`Error::Corruption`] if the epochs are exhausted or an
     /// object this needs is damaged.
-    pub fn open_at(loc: ObjectLocation, opts: CheckpointOptions) -> Result<ObjectCheckpointStore> {
+    pub fn open(loc: ObjectLocation, opts: CheckpointOptions) -> Result<ObjectCheckpointStore> {
         if opts.keep == 0 {
             return Err(Error::InvalidOptions("keep must be at least 1"));
         }
@@ -527,16 +508,6 @@ impl ObjectCheckpointStore {
         Ok(self.settled_verdict()?.counting)
     }
 
-    /// [`ObjectCheckpointStore::list`] with each checkpoint's object named
-    /// as [`crate::checkpoint::CheckpointStore::list`] names files.
-    pub(crate) fn list_paths(&self) -> Result<Vec<(u64, PathBuf)>> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .map(|(t, e)| (t, self.loc.display(&checkpoint_name(t, e))))
-            .collect())
-    }
-
     /// The newest counting checkpoint that passes every check, trying from
     /// the newest batch time down; damaged, undecodable or unreadable ones
     /// are skipped and listed. If one vanishes between the listing and the
@@ -661,6 +632,41 @@ impl ObjectCheckpointStore {
             }
         }
         Ok(floor)
+    }
+}
+
+impl crate::checkpoint::CheckpointBackend for ObjectCheckpointStore {
+    fn put(&self, ckpt: &EncodedCheckpoint) -> Result<PathBuf> {
+        self.write_encoded(ckpt)
+    }
+
+    fn list(&self) -> Result<crate::checkpoint::Listing> {
+        let listed = self
+            .list()?
+            .into_iter()
+            .map(|(batch_time, epoch)| {
+                let name = checkpoint_name(batch_time, epoch);
+                crate::checkpoint::Listed {
+                    batch_time,
+                    shown: self.loc.display(&name),
+                    name,
+                }
+            })
+            .collect();
+        Ok((listed, Vec::new()))
+    }
+
+    fn get(&self, listed: &crate::checkpoint::Listed) -> Result<Option<Vec<u8>>> {
+        let max = (CHECKPOINT_HEADER_BYTES + DECODE_BYTES_MAX) as u64;
+        self.loc.get(&listed.name, max)
+    }
+
+    fn journal_floor(&self) -> Result<Option<u64>> {
+        self.journal_floor()
+    }
+
+    fn epoch(&self) -> Option<u64> {
+        self.epoch
     }
 }
 

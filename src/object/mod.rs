@@ -19,10 +19,13 @@
 //!
 //! ```
 //! use streamwal::checkpoint::{Checkpoint, CheckpointOptions};
-//! use streamwal::object::ObjectCheckpointStore;
+//! use streamwal::object::{ObjectCheckpointStore, ObjectLocation};
 //! # fn main() -> streamwal::Result<()> {
 //! // `s3://bucket/prefix` in production; memory for the example.
-//! let store = ObjectCheckpointStore::open("memory:///engine", CheckpointOptions::default())?;
+//! let store = ObjectCheckpointStore::open(
+//!     ObjectLocation::parse("memory:///engine")?,
+//!     CheckpointOptions::default(),
+//! )?;
 //! let ckpt = Checkpoint {
 //!     batch_time: 1000,
 //!     batch_interval_ms: 1000,

@@ -268,7 +268,7 @@ pub fn check_checkpoints<G>(
 where
     G: DeserializeOwned + PartialEq + Debug,
 {
-    let store = CheckpointStore::open_with_storage(storage, dir, opts.clone())
+    let store = CheckpointStore::open(crate::Location::dir_on(storage, dir), opts.clone())
         .map_err(|e| format!("opening the store failed: {e}"))?;
     let latest = store
         .latest::<G>()
@@ -410,7 +410,7 @@ pub fn check_tracker(
     opts: &WalOptions,
     events: &[TrackerEvent],
 ) -> std::result::Result<(), String> {
-    let tracker = BlockTracker::open_with_storage(storage, dir, None, opts.clone())
+    let tracker = BlockTracker::open(crate::Location::dir_on(storage, dir), None, opts.clone())
         .map_err(|e| format!("opening the tracker failed: {e}"))?;
     let (state, _) = tracker
         .snapshot()

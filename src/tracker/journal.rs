@@ -3,11 +3,9 @@
 use super::state::{BatchBlocks, BlockInfo, Event, TrackerState};
 use crate::codec;
 use crate::error::{CorruptionKind, Error, Result};
-use crate::storage::{StdStorage, Storage};
 use crate::wal::{SyncPolicy, Wal, WalOptions};
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Tracks received blocks and their allocation to batches, journaling every
@@ -49,23 +47,11 @@ pub struct JournalReplay {
 }
 
 impl BlockTracker {
-    /// Open the tracker whose journal is in `dir` on the real file system.
-    /// See [`BlockTracker::open_with_storage`].
-    ///
-    /// # Errors
-    /// As [`BlockTracker::open_with_storage`].
-    pub fn open(
-        dir: impl AsRef<Path>,
-        snapshot: Option<(TrackerState, u64)>,
-        opts: WalOptions,
-    ) -> Result<BlockTracker> {
-        BlockTracker::open_with_storage(Arc::new(StdStorage::new()), dir, snapshot, opts)
-    }
-
-    /// Open the tracker whose journal is in `dir`: start from `snapshot`, a
-    /// state that reflects every journal event up to the given LSN (from a
-    /// checkpoint; `None` means the empty state at LSN 0), and apply every
-    /// later event in the journal.
+    /// Open the tracker whose journal is at `location` (a directory, or a
+    /// log on object storage): start from `snapshot`, a state that reflects
+    /// every journal event up to the given LSN (from a checkpoint; `None`
+    /// means the empty state at LSN 0), and apply every later event in the
+    /// journal.
     ///
     /// # Errors
     /// [`Error::InvalidOptions`] unless `opts.sync_policy` is
@@ -75,9 +61,8 @@ impl BlockTracker {
     /// snapshot's LSN (the journal lost its newest segments); an event that
     /// passes its checksum but does not decode is [`Error::Decode`]; and the
     /// journal's own [`Wal::open`] errors.
-    pub fn open_with_storage(
-        storage: Arc<dyn Storage>,
-        dir: impl AsRef<Path>,
+    pub fn open(
+        location: impl Into<crate::Location>,
         snapshot: Option<(TrackerState, u64)>,
         opts: WalOptions,
     ) -> Result<BlockTracker> {
@@ -88,28 +73,8 @@ impl BlockTracker {
                 "the tracker's journal must use SyncPolicy::Always",
             ));
         }
-        let journal = Wal::open(crate::Location::dir_on(storage, dir), opts)?;
+        let journal = Wal::open(location, opts)?;
         BlockTracker::replay(journal, snapshot, started)
-    }
-
-    /// Open the tracker over a journal already opened (for example a
-    /// `Wal::open` log on object storage, feature `object-store`),
-    /// as [`BlockTracker::open_with_storage`] does over a directory.
-    ///
-    /// # Errors
-    /// [`Error::InvalidOptions`] if the journal is a directory log whose
-    /// policy is not [`SyncPolicy::Always`] (a log on object storage always
-    /// is); otherwise as [`BlockTracker::open_with_storage`].
-    pub fn open_with_log(
-        journal: Wal,
-        snapshot: Option<(TrackerState, u64)>,
-    ) -> Result<BlockTracker> {
-        if journal.sync_policy() != SyncPolicy::Always {
-            return Err(Error::InvalidOptions(
-                "the tracker's journal must use SyncPolicy::Always",
-            ));
-        }
-        BlockTracker::replay(journal, snapshot, Instant::now())
     }
 
     fn replay(

@@ -148,12 +148,15 @@ fn times(store: &CheckpointStore) -> Vec<u64> {
 #[test]
 fn round_trip_with_nested_graph_and_tracker_state() {
     on_both(|storage, dir| {
-        let store = CheckpointStore::open_with_storage(storage.clone(), dir, opts(10)).unwrap();
+        let store =
+            CheckpointStore::open(streamwal::Location::dir_on(storage.clone(), dir), opts(10))
+                .unwrap();
         let c = ckpt(5_000, graph(1), tracker_state());
         let path = store.write(&c).unwrap();
         assert_eq!(path, dir.join("checkpoint-00000000000000005000.ckpt"));
         // A fresh store on the same directory reads it back exactly.
-        let store = CheckpointStore::open_with_storage(storage, dir, opts(10)).unwrap();
+        let store =
+            CheckpointStore::open(streamwal::Location::dir_on(storage, dir), opts(10)).unwrap();
         let got = store.latest::<Graph>().unwrap();
         assert!(got.skipped.is_empty());
         let (p, back) = got.checkpoint.unwrap();
@@ -166,7 +169,8 @@ fn round_trip_with_nested_graph_and_tracker_state() {
 #[test]
 fn empty_directory_has_no_checkpoint() {
     on_both(|storage, dir| {
-        let store = CheckpointStore::open_with_storage(storage, dir, opts(10)).unwrap();
+        let store =
+            CheckpointStore::open(streamwal::Location::dir_on(storage, dir), opts(10)).unwrap();
         let got = store.latest::<Graph>().unwrap();
         assert!(got.checkpoint.is_none());
         assert!(got.skipped.is_empty());
@@ -176,14 +180,18 @@ fn empty_directory_has_no_checkpoint() {
 
 #[test]
 fn keep_must_be_at_least_one() {
-    let r = CheckpointStore::open_with_storage(Arc::new(MemStorage::new()), "/c", opts(0));
+    let r = CheckpointStore::open(
+        streamwal::Location::dir_on(Arc::new(MemStorage::new()), "/c"),
+        opts(0),
+    );
     assert!(matches!(r, Err(Error::InvalidOptions(_))));
 }
 
 #[test]
 fn retention_keeps_exactly_the_newest_n() {
     on_both(|storage, dir| {
-        let store = CheckpointStore::open_with_storage(storage, dir, opts(3)).unwrap();
+        let store =
+            CheckpointStore::open(streamwal::Location::dir_on(storage, dir), opts(3)).unwrap();
         for (i, t) in [1_000u64, 2_000, 3_000, 4_000, 5_000, 6_000, 7_000]
             .into_iter()
             .enumerate()
@@ -214,7 +222,9 @@ fn retention_keeps_exactly_the_newest_n() {
 #[test]
 fn stray_files_are_ignored_and_temp_files_removed() {
     on_both(|storage, dir| {
-        let store = CheckpointStore::open_with_storage(storage.clone(), dir, opts(1)).unwrap();
+        let store =
+            CheckpointStore::open(streamwal::Location::dir_on(storage.clone(), dir), opts(1))
+                .unwrap();
         store.write(&small(1_000)).unwrap();
         let stray = [
             "LOCK",
@@ -237,7 +247,9 @@ fn stray_files_are_ignored_and_temp_files_removed() {
         f.write_at(b"half a checkpoint", 0).unwrap();
         drop(f);
 
-        let store = CheckpointStore::open_with_storage(storage.clone(), dir, opts(1)).unwrap();
+        let store =
+            CheckpointStore::open(streamwal::Location::dir_on(storage.clone(), dir), opts(1))
+                .unwrap();
         let mut names: Vec<String> = storage
             .list(dir)
             .unwrap()
@@ -271,7 +283,11 @@ struct Damaged {
 
 fn two_checkpoints() -> Damaged {
     let mem = MemStorage::new();
-    let store = CheckpointStore::open_with_storage(Arc::new(mem.clone()), "/c", opts(10)).unwrap();
+    let store = CheckpointStore::open(
+        streamwal::Location::dir_on(Arc::new(mem.clone()), "/c"),
+        opts(10),
+    )
+    .unwrap();
     let good = ckpt(1_000, graph(1), tracker_state());
     store.write(&good).unwrap();
     let newest_ckpt = ckpt(2_000, graph(2), tracker_state());
@@ -456,7 +472,8 @@ fn a_failed_write_leaves_the_previous_checkpoint() {
         on_both(|inner, dir| {
             let plan = FaultPlan::new();
             let storage = Arc::new(FaultyStorage::new(inner.clone(), plan.clone()));
-            let store = CheckpointStore::open_with_storage(storage, dir, opts(1)).unwrap();
+            let store =
+                CheckpointStore::open(streamwal::Location::dir_on(storage, dir), opts(1)).unwrap();
             store.write(&small(1_000)).unwrap();
             inject(&plan);
             let r = store.write(&small(2_000));
@@ -468,7 +485,8 @@ fn a_failed_write_leaves_the_previous_checkpoint() {
             // Neither the store nor a reopened one sees the failed write.
             for s in [
                 &store,
-                &CheckpointStore::open_with_storage(inner.clone(), dir, opts(1)).unwrap(),
+                &CheckpointStore::open(streamwal::Location::dir_on(inner.clone(), dir), opts(1))
+                    .unwrap(),
             ] {
                 let got = s.latest::<Vec<u8>>().unwrap();
                 assert_eq!(got.checkpoint.unwrap().1, small(1_000), "{what}");
@@ -500,8 +518,10 @@ struct LocalGraph {
 #[test]
 fn background_writer_writes_the_newest_of_many_submissions() {
     on_both(|storage, dir| {
-        let store =
-            Arc::new(CheckpointStore::open_with_storage(storage.clone(), dir, opts(4)).unwrap());
+        let store = Arc::new(
+            CheckpointStore::open(streamwal::Location::dir_on(storage.clone(), dir), opts(4))
+                .unwrap(),
+        );
         let writer = CheckpointWriter::new(store.clone()).unwrap();
         let mut g = LocalGraph {
             step: 0,
@@ -524,7 +544,9 @@ fn background_writer_writes_the_newest_of_many_submissions() {
         assert_eq!(stats.submitted, last);
         assert_eq!(stats.written + stats.superseded, last, "{stats:?}");
         assert_eq!(stats.failed, 0);
-        let store2 = CheckpointStore::open_with_storage(storage.clone(), dir, opts(4)).unwrap();
+        let store2 =
+            CheckpointStore::open(streamwal::Location::dir_on(storage.clone(), dir), opts(4))
+                .unwrap();
         let (_, got) = store2.latest::<LocalGraph>().unwrap().checkpoint.unwrap();
         assert_eq!(got.batch_time, last * 1_000);
         assert_eq!(got.graph.step, last);
@@ -543,7 +565,9 @@ fn background_writer_writes_the_newest_of_many_submissions() {
 #[test]
 fn drop_writes_what_is_queued() {
     let mem = MemStorage::new();
-    let store = Arc::new(CheckpointStore::open_with_storage(Arc::new(mem), "/c", opts(2)).unwrap());
+    let store = Arc::new(
+        CheckpointStore::open(streamwal::Location::dir_on(Arc::new(mem), "/c"), opts(2)).unwrap(),
+    );
     {
         let writer = CheckpointWriter::new(store.clone()).unwrap();
         for t in 1..=20 {
@@ -559,7 +583,9 @@ fn background_write_errors_come_back_through_flush_and_submit() {
     on_both(|inner, dir| {
         let plan = FaultPlan::new();
         let storage = Arc::new(FaultyStorage::new(inner.clone(), plan.clone()));
-        let store = Arc::new(CheckpointStore::open_with_storage(storage, dir, opts(10)).unwrap());
+        let store = Arc::new(
+            CheckpointStore::open(streamwal::Location::dir_on(storage, dir), opts(10)).unwrap(),
+        );
         let writer = CheckpointWriter::new(store.clone()).unwrap();
         writer.submit(&small(1_000)).unwrap();
         writer.flush().unwrap();

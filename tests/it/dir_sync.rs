@@ -74,9 +74,8 @@ fn a_log_under_missing_parents_syncs_every_created_level() {
 fn a_checkpoint_store_under_missing_parents_syncs_every_created_level() {
     let storage = Recording::default();
     storage.inner.create_dir_all(Path::new("/data")).unwrap();
-    CheckpointStore::open_with_storage(
-        Arc::new(storage.clone()),
-        "/data/app/ckpt",
+    CheckpointStore::open(
+        streamwal::Location::dir_on(Arc::new(storage.clone()), "/data/app/ckpt"),
         CheckpointOptions::default(),
     )
     .unwrap();

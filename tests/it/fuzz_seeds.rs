@@ -206,7 +206,12 @@ fn write_journal_seed(out: &Path) {
     )
     .unwrap();
     let jdir = Path::new("/seed/journal");
-    let t = BlockTracker::open_with_storage(storage.clone(), jdir, None, opts).unwrap();
+    let t = BlockTracker::open(
+        streamwal::Location::dir_on(storage.clone(), jdir),
+        None,
+        opts,
+    )
+    .unwrap();
     for i in 0..12u64 {
         let handle = rx.append(format!("block {i}").as_bytes()).unwrap();
         t.add_block(BlockInfo {

@@ -61,7 +61,7 @@ fn latest_time(store: &ObjectCheckpointStore) -> Option<(u64, String)> {
 #[test]
 fn checkpoints_round_trip_and_survive_a_new_driver() {
     for b in backends("round_trip") {
-        let store = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let store = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         assert_eq!(store.epoch(), Some(1));
         assert_eq!(latest_time(&store), None);
         for t in [1000, 2000, 3000] {
@@ -72,7 +72,7 @@ fn checkpoints_round_trip_and_survive_a_new_driver() {
         assert_eq!(got.journal_lsn, 300);
         assert_eq!(got.pending_batches, vec![3000]);
         // A driver restarted elsewhere finds the same checkpoint.
-        let next = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let next = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         assert_eq!(next.epoch(), Some(2));
         assert_eq!(latest_time(&next), Some((3000, "graph 3000".into())));
         assert_eq!(next.journal_floor().unwrap(), Some(100));
@@ -82,7 +82,7 @@ fn checkpoints_round_trip_and_survive_a_new_driver() {
 #[test]
 fn retention_keeps_the_newest() {
     for b in backends("retention") {
-        let store = ObjectCheckpointStore::open_at(b.location(CKPT), opts(3)).unwrap();
+        let store = ObjectCheckpointStore::open(b.location(CKPT), opts(3)).unwrap();
         for t in 1..=7u64 {
             store.write(&ckpt(t * 1000, "g")).unwrap();
         }
@@ -94,7 +94,7 @@ fn retention_keeps_the_newest() {
 #[test]
 fn a_damaged_newest_checkpoint_is_skipped_with_its_reason() {
     for b in backends("damaged") {
-        let store = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let store = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         store.write(&ckpt(1000, "good")).unwrap();
         // A newer checkpoint of this epoch whose bytes rotted.
         let mut bytes = CheckpointStore::encode(&ckpt(2000, "rotten"))
@@ -133,14 +133,14 @@ fn plant_checkpoint(b: &dyn Backend, t: u64, e: u64, graph: &str) {
 #[test]
 fn a_driver_that_was_taken_over_is_fenced() {
     for b in backends("fenced") {
-        let old = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let old = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         let old_epoch = old.epoch().unwrap();
         old.write(&ckpt(1000, "old 1000")).unwrap();
         old.write(&ckpt(2000, "old 2000")).unwrap();
 
         // A new driver takes over the prefix (the old one is partitioned,
         // not dead).
-        let new = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let new = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         let new_epoch = new.epoch().unwrap();
         assert!(new_epoch > old_epoch);
         assert_eq!(latest_time(&new), Some((2000, "old 2000".into())));
@@ -166,7 +166,7 @@ fn a_driver_that_was_taken_over_is_fenced() {
         // sees the same.
         new.write(&ckpt(2500, "new 2500")).unwrap();
         assert_eq!(latest_time(&new), Some((2500, "new 2500".into())));
-        let third = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let third = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         assert_eq!(latest_time(&third), Some((2500, "new 2500".into())));
         // The new driver's retention cleared the fenced-out object.
         assert_eq!(third.latest::<String>().unwrap().fenced, vec![]);
@@ -178,21 +178,21 @@ fn a_driver_that_was_taken_over_is_fenced() {
 #[test]
 fn stragglers_never_count_for_later_drivers() {
     for b in backends("stragglers") {
-        let a = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let a = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         let ea = a.epoch().unwrap();
         a.write(&ckpt(10, "a 10")).unwrap();
         a.write(&ckpt(20, "a 20")).unwrap();
-        let b2 = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let b2 = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         let eb = b2.epoch().unwrap();
         assert!(eb > ea);
         // A's late PUT lands after B's seal.
         plant_checkpoint(&*b, 30, ea, "a 30 late");
         // C takes over before B wrote anything (so B's retention never ran).
-        let c = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let c = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         // B, which passed its check before C existed, lands a PUT late.
         plant_checkpoint(&*b, 25, eb, "b 25 late");
         // A fourth driver recovers from A's last acknowledged checkpoint.
-        let d = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let d = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         assert_eq!(latest_time(&d), Some((20, "a 20".into())));
         assert_eq!(latest_time(&c), Some((20, "a 20".into())));
         let fenced = d.latest::<String>().unwrap().fenced;
@@ -205,7 +205,7 @@ fn stragglers_never_count_for_later_drivers() {
 #[test]
 fn an_unsealed_takeover_is_sealed_by_the_next_driver() {
     for b in backends("unsealed") {
-        let a = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let a = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         let ea = a.epoch().unwrap();
         a.write(&ckpt(10, "a 10")).unwrap();
         // A driver took epoch ea+1 and died before sealing it.
@@ -225,7 +225,7 @@ fn an_unsealed_takeover_is_sealed_by_the_next_driver() {
             a.latest::<String>(),
             Err(Error::TakeoverInProgress { fence }) if fence == ea + 1
         ));
-        let reader = ObjectCheckpointStore::open_read_only_at(b.location(CKPT));
+        let reader = ObjectCheckpointStore::open_read_only(b.location(CKPT));
         assert!(matches!(
             reader.list(),
             Err(Error::TakeoverInProgress { .. })
@@ -234,7 +234,7 @@ fn an_unsealed_takeover_is_sealed_by_the_next_driver() {
             a.write(&ckpt(20, "a 20")),
             Err(Error::Fenced { .. })
         ));
-        let c = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let c = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         assert_eq!(c.epoch(), Some(ea + 2));
         assert_eq!(latest_time(&c), Some((10, "a 10".into())));
     }
@@ -259,7 +259,7 @@ fn crc32fast_hash(bytes: &[u8]) -> u32 {
 #[test]
 fn hostile_names_at_the_edge_of_u64_do_not_panic() {
     for b in backends("hostile_names") {
-        let store = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let store = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         store.write(&ckpt(10, "g")).unwrap();
         // Named at the edge but well-formed: its content decides.
         plant_checkpoint(&*b, u64::MAX, u64::MAX, "max");
@@ -281,7 +281,7 @@ fn hostile_names_at_the_edge_of_u64_do_not_panic() {
             Err(Error::TakeoverInProgress { fence: u64::MAX })
         ));
         assert!(matches!(
-            ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)),
+            ObjectCheckpointStore::open(b.location(CKPT), opts(10)),
             Err(Error::Corruption { .. })
         ));
     }
@@ -292,7 +292,7 @@ fn hostile_names_at_the_edge_of_u64_do_not_panic() {
 #[test]
 fn empty_and_short_checkpoint_objects_are_skipped() {
     for b in backends("short_objects") {
-        let store = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let store = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         let e = store.epoch().unwrap();
         store.write(&ckpt(1000, "good")).unwrap();
         put(&*b, &ckpt_name(2000, e), Vec::new());
@@ -307,9 +307,9 @@ fn empty_and_short_checkpoint_objects_are_skipped() {
 #[test]
 fn a_read_only_store_fences_nobody_and_writes_nothing() {
     for b in backends("read_only") {
-        let writer = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let writer = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         writer.write(&ckpt(10, "g 10")).unwrap();
-        let reader = ObjectCheckpointStore::open_read_only_at(b.location(CKPT));
+        let reader = ObjectCheckpointStore::open_read_only(b.location(CKPT));
         assert_eq!(reader.epoch(), None);
         assert_eq!(latest_time(&reader), Some((10, "g 10".into())));
         assert!(matches!(reader.write(&ckpt(30, "g")), Err(Error::ReadOnly)));
@@ -322,7 +322,9 @@ fn a_read_only_store_fences_nobody_and_writes_nothing() {
 #[test]
 fn calling_from_async_code_is_an_error_not_a_panic() {
     let rt = tokio_rt();
-    let store = ObjectCheckpointStore::open("memory:///x", opts(10)).unwrap();
+    let store =
+        ObjectCheckpointStore::open(ObjectLocation::parse("memory:///x").unwrap(), opts(10))
+            .unwrap();
     let got = rt.block_on(async { store.write(&ckpt(1, "g")).map(|_| ()) });
     assert!(matches!(got, Err(Error::InvalidOptions(_))), "{got:?}");
     // Dropping the store inside async code does not panic either.
@@ -337,7 +339,7 @@ fn drivers_opening_at_once_take_distinct_epochs() {
                 .map(|_| {
                     let b = b.clone();
                     s.spawn(move || {
-                        ObjectCheckpointStore::open_at(b.location(CKPT), opts(10))
+                        ObjectCheckpointStore::open(b.location(CKPT), opts(10))
                             .unwrap()
                             .epoch()
                             .unwrap()
@@ -360,7 +362,7 @@ fn drivers_opening_at_once_take_distinct_epochs() {
 #[test]
 fn a_damaged_epoch_object_is_an_error_not_a_guess() {
     for b in backends("epoch_damage") {
-        let store = ObjectCheckpointStore::open_at(b.location(CKPT), opts(10)).unwrap();
+        let store = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
         store.write(&ckpt(1000, "g")).unwrap();
         // A newer driver's fence, and a seal that rotted.
         let next = store.epoch().unwrap() + 1;
@@ -405,7 +407,7 @@ fn seal_bytes(epoch: u64, sealed: &[(u64, u64)]) -> Vec<u8> {
 fn a_takeover_between_a_readers_requests_cannot_let_a_straggler_in() {
     let inner = Arc::new(InMemory::new());
     let store = Interleaving::new(inner.clone());
-    let old = ObjectCheckpointStore::open_at(
+    let old = ObjectCheckpointStore::open(
         ObjectLocation::with_store(store.clone(), "engine/ckpt").unwrap(),
         opts(10),
     )
@@ -430,7 +432,7 @@ fn a_takeover_between_a_readers_requests_cannot_let_a_straggler_in() {
         .collect(),
         remove: vec![],
     });
-    let reader = ObjectCheckpointStore::open_read_only_at(
+    let reader = ObjectCheckpointStore::open_read_only(
         ObjectLocation::with_store(store.clone(), "engine/ckpt").unwrap(),
     );
     let latest = reader.latest::<String>().unwrap();

@@ -203,7 +203,7 @@ fn a_write_whose_answer_was_lost_is_an_error_or_verified() {
     let Some(s) = Setup::new("faults_write") else {
         return;
     };
-    let store = ObjectCheckpointStore::open_at(s.location(), CheckpointOptions::default()).unwrap();
+    let store = ObjectCheckpointStore::open(s.location(), CheckpointOptions::default()).unwrap();
     store.write(&ckpt(10)).unwrap();
 
     // The PUT reaches the server; its answer never comes back. Either the
@@ -212,7 +212,7 @@ fn a_write_whose_answer_was_lost_is_an_error_or_verified() {
     s.set(LOSE_PUT_RESPONSES);
     let acked = store.write(&ckpt(20)).is_ok();
     s.set(PASS);
-    let reader = ObjectCheckpointStore::open_read_only_at(s.location());
+    let reader = ObjectCheckpointStore::open_read_only(s.location());
     let got = latest(&reader);
     if acked {
         assert_eq!(got, Some(20));
@@ -235,12 +235,12 @@ fn a_takeover_whose_answers_were_lost_is_finished_by_the_next_driver() {
     let Some(s) = Setup::new("faults_takeover") else {
         return;
     };
-    let first = ObjectCheckpointStore::open_at(s.location(), CheckpointOptions::default()).unwrap();
+    let first = ObjectCheckpointStore::open(s.location(), CheckpointOptions::default()).unwrap();
     first.write(&ckpt(10)).unwrap();
     // A driver's takeover PUTs reach the server but it hears nothing back:
     // its fence lands (it lists fine), and it cannot tell.
     s.set(LOSE_PUT_RESPONSES);
-    let lost = ObjectCheckpointStore::open_at(s.location(), CheckpointOptions::default());
+    let lost = ObjectCheckpointStore::open(s.location(), CheckpointOptions::default());
     s.set(PASS);
     if let Ok(lost) = &lost {
         // Its retry found its own fence (by nonce) and sealed: it owns the
@@ -251,7 +251,7 @@ fn a_takeover_whose_answers_were_lost_is_finished_by_the_next_driver() {
     assert!(matches!(first.write(&ckpt(15)), Err(Error::Fenced { .. })));
     // The next driver seals whatever the lost one left and recovers the
     // acknowledged checkpoint.
-    let next = ObjectCheckpointStore::open_at(s.location(), CheckpointOptions::default()).unwrap();
+    let next = ObjectCheckpointStore::open(s.location(), CheckpointOptions::default()).unwrap();
     assert_eq!(latest(&next), Some(10));
     next.write(&ckpt(20)).unwrap();
     assert_eq!(latest(&next), Some(20));

@@ -11,7 +11,7 @@ use crate::common;
 use common::context::add;
 use common::objects::{Backend, backends};
 use std::collections::BTreeMap;
-use streamwal::recovery::{ContextOptions, RunReason, StreamingContext, get_or_create_at};
+use streamwal::recovery::{ContextOptions, RunReason, StreamingContext};
 use streamwal::{Error, WalOptions};
 
 type Graph = BTreeMap<String, u64>;
@@ -29,9 +29,10 @@ fn opts() -> ContextOptions {
 }
 
 fn open(b: &dyn Backend, now: u64) -> streamwal::Result<StreamingContext<Graph>> {
-    get_or_create_at(b.location("ctx"), opts(), now, || {
-        Graph::from([("fresh".to_string(), 1)])
-    })
+    streamwal::StreamingContext::builder(b.location("ctx"))
+        .options(opts())
+        .now_ms(now)
+        .get_or_create(|| Graph::from([("fresh".to_string(), 1)]))
 }
 
 #[test]
@@ -67,11 +68,11 @@ fn recovery_from_the_journal_alone_and_from_a_checkpoint_plus_its_tail() {
         ctx.tracker.commit_batch(1_000).unwrap();
         let two = ctx.tracker.allocate_blocks_to_batch(2_000).unwrap();
         ctx.graph.insert("words".into(), 42);
-        ctx.checkpoint(
-            2_000,
-            vec![2_000],
-            BTreeMap::from([("src".into(), "7".into())]),
-        )
+        ctx.checkpoint(streamwal::CheckpointAt {
+            batch_time: 2_000,
+            pending_batches: vec![2_000],
+            source_offsets: BTreeMap::from([("src".into(), "7".into())]),
+        })
         .unwrap();
         let c = add(&ctx, 0, b"three", 3);
         let after = ctx.tracker.allocate_blocks_to_batch(3_000).unwrap();
@@ -114,12 +115,17 @@ fn recovery_from_the_journal_alone_and_from_a_checkpoint_plus_its_tail() {
 #[test]
 fn checkpoints_retire_the_journal_on_object_storage() {
     for b in backends("orec_retire") {
-        let mut ctx = open(&*b, 0).unwrap();
+        let ctx = open(&*b, 0).unwrap();
         for t in 1..=6u64 {
             add(&ctx, 0, format!("block {t}").as_bytes(), t);
             ctx.tracker.allocate_blocks_to_batch(t * 1_000).unwrap();
             ctx.tracker.commit_batch(t * 1_000).unwrap();
-            ctx.checkpoint(t * 1_000, vec![], BTreeMap::new()).unwrap();
+            ctx.checkpoint(streamwal::CheckpointAt {
+                batch_time: t * 1_000,
+                pending_batches: vec![],
+                source_offsets: BTreeMap::new(),
+            })
+            .unwrap();
         }
         let journal = ctx.tracker.journal();
         assert!(
@@ -140,7 +146,7 @@ fn checkpoints_retire_the_journal_on_object_storage() {
 #[test]
 fn a_driver_that_was_taken_over_cannot_add_to_what_the_new_one_recovered() {
     for b in backends("orec_takeover") {
-        let mut old = open(&*b, 0).unwrap();
+        let old = open(&*b, 0).unwrap();
         let kept = add(&old, 0, b"acknowledged", 1);
         old.tracker.allocate_blocks_to_batch(1_000).unwrap();
 
@@ -163,7 +169,11 @@ fn a_driver_that_was_taken_over_cannot_add_to_what_the_new_one_recovered() {
             Err(Error::LogTakenOver { .. })
         ));
         assert!(matches!(
-            old.checkpoint(1_000, vec![], BTreeMap::new()),
+            old.checkpoint(streamwal::CheckpointAt {
+                batch_time: 1_000,
+                pending_batches: vec![],
+                source_offsets: BTreeMap::new()
+            }),
             Err(Error::Fenced { .. }) | Err(Error::LogTakenOver { .. })
         ));
         drop(old);
@@ -185,7 +195,14 @@ fn a_file_url_is_the_local_durable_layout() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("ctx");
     let url = format!("file://{}", root.display());
-    let ctx = streamwal::recovery::get_or_create_url(&url, opts(), 0, Graph::new).unwrap();
+    let ctx = streamwal::Location::parse(&url)
+        .and_then(|loc| {
+            streamwal::StreamingContext::builder(loc)
+                .options(opts())
+                .now_ms(0)
+                .get_or_create(Graph::new)
+        })
+        .unwrap();
     let a = add(&ctx, 0, b"local", 1);
     drop(ctx);
     // The crate's own directory log and checkpoint store, laid out as on
@@ -198,6 +215,13 @@ fn a_file_url_is_the_local_durable_layout() {
     let rx = streamwal::Wal::open(rx, opts().receiver_log).unwrap();
     assert_eq!(rx.iter().count(), 1);
     drop(rx);
-    let ctx = streamwal::recovery::get_or_create_url(&url, opts(), 1_000, Graph::new).unwrap();
+    let ctx = streamwal::Location::parse(&url)
+        .and_then(|loc| {
+            streamwal::StreamingContext::builder(loc)
+                .options(opts())
+                .now_ms(1_000)
+                .get_or_create(Graph::new)
+        })
+        .unwrap();
     assert_eq!(ctx.recovered.unwrap().unallocated[&0], vec![a]);
 }

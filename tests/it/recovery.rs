@@ -6,7 +6,7 @@ use common::context::add;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use streamwal::recovery::{ContextOptions, RunReason, StreamingContext, get_or_create};
+use streamwal::recovery::{ContextOptions, RunReason, StreamingContext};
 use streamwal::{CorruptionKind, Error, WalOptions};
 
 type Graph = BTreeMap<String, u64>;
@@ -25,9 +25,11 @@ fn opts() -> ContextOptions {
 }
 
 fn open(root: &Path, now: u64) -> streamwal::Result<StreamingContext<Graph>> {
-    get_or_create(root.join("ckpt"), root.join("rx"), opts(), now, || {
-        Graph::from([("fresh".to_string(), 1)])
-    })
+    streamwal::StreamingContext::builder(root.join("ckpt"))
+        .receiver_log(root.join("rx"))
+        .options(opts())
+        .now_ms(now)
+        .get_or_create(|| Graph::from([("fresh".to_string(), 1)]))
 }
 
 #[test]
@@ -79,11 +81,11 @@ fn checkpoint_plus_journal_tail_and_committed_batches_do_not_rerun() {
     ctx.tracker.commit_batch(1_000).unwrap();
     add(&ctx, 0, b"two", 2);
     let pending = ctx.tracker.allocate_blocks_to_batch(2_000).unwrap();
-    ctx.checkpoint(
-        2_000,
-        vec![2_000],
-        BTreeMap::from([("src".into(), "7".into())]),
-    )
+    ctx.checkpoint(streamwal::CheckpointAt {
+        batch_time: 2_000,
+        pending_batches: vec![2_000],
+        source_offsets: BTreeMap::from([("src".into(), "7".into())]),
+    })
     .unwrap();
     add(&ctx, 0, b"three", 3);
     let after = ctx.tracker.allocate_blocks_to_batch(3_000).unwrap();
@@ -120,14 +122,23 @@ fn checkpoint_plus_journal_tail_and_committed_batches_do_not_rerun() {
 #[test]
 fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut ctx = open(tmp.path(), 0).unwrap();
+    let ctx = open(tmp.path(), 0).unwrap();
     add(&ctx, 0, b"x", 1);
     ctx.tracker.allocate_blocks_to_batch(1_000).unwrap();
-    ctx.checkpoint(1_000, vec![1_000], BTreeMap::new()).unwrap();
+    ctx.checkpoint(streamwal::CheckpointAt {
+        batch_time: 1_000,
+        pending_batches: vec![1_000],
+        source_offsets: BTreeMap::new(),
+    })
+    .unwrap();
     add(&ctx, 0, b"y", 2);
     let second = ctx.tracker.allocate_blocks_to_batch(2_000).unwrap();
-    ctx.checkpoint(2_000, vec![1_000, 2_000], BTreeMap::new())
-        .unwrap();
+    ctx.checkpoint(streamwal::CheckpointAt {
+        batch_time: 2_000,
+        pending_batches: vec![1_000, 2_000],
+        source_offsets: BTreeMap::new(),
+    })
+    .unwrap();
     drop(ctx);
     let newest = ctx_file(tmp.path(), 2_000);
     let mut bytes = std::fs::read(&newest).unwrap();
@@ -168,9 +179,14 @@ fn a_receiver_log_that_lost_acknowledged_blocks_is_an_error() {
 #[test]
 fn a_journal_that_lost_events_a_checkpoint_covers_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut ctx = open(tmp.path(), 0).unwrap();
+    let ctx = open(tmp.path(), 0).unwrap();
     add(&ctx, 0, b"a", 1);
-    ctx.checkpoint(1_000, vec![], BTreeMap::new()).unwrap();
+    ctx.checkpoint(streamwal::CheckpointAt {
+        batch_time: 1_000,
+        pending_batches: vec![],
+        source_offsets: BTreeMap::new(),
+    })
+    .unwrap();
     drop(ctx);
     std::fs::remove_dir_all(tmp.path().join("ckpt").join("journal")).unwrap();
     match open(tmp.path(), 0) {
@@ -185,22 +201,31 @@ fn a_journal_that_lost_events_a_checkpoint_covers_is_an_error() {
 #[test]
 fn checkpoints_written_at_older_batch_times_keep_the_journal_recoverable() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut ctx = open(tmp.path(), 0).unwrap();
+    let ctx = open(tmp.path(), 0).unwrap();
     for t in [1_000, 2_000, 3_000] {
         add(&ctx, 0, format!("block {t}").as_bytes(), t);
         ctx.tracker.allocate_blocks_to_batch(t).unwrap();
     }
-    ctx.checkpoint(3_000, vec![1_000, 2_000, 3_000], BTreeMap::new())
-        .unwrap();
+    ctx.checkpoint(streamwal::CheckpointAt {
+        batch_time: 3_000,
+        pending_batches: vec![1_000, 2_000, 3_000],
+        source_offsets: BTreeMap::new(),
+    })
+    .unwrap();
     drop(ctx);
 
-    let mut ctx = open(tmp.path(), 3_000).unwrap();
+    let ctx = open(tmp.path(), 3_000).unwrap();
     for t in [1_000, 2_000] {
         for i in 0..100 {
             add(&ctx, 1, format!("late {t} {i}").as_bytes(), t);
         }
         ctx.tracker.commit_batch(t).unwrap();
-        ctx.checkpoint(t, vec![3_000], BTreeMap::new()).unwrap();
+        ctx.checkpoint(streamwal::CheckpointAt {
+            batch_time: t,
+            pending_batches: vec![3_000],
+            source_offsets: BTreeMap::new(),
+        })
+        .unwrap();
     }
     drop(ctx);
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 use streamwal::WalOptions;
 use streamwal::checkpoint::{Checkpoint, CheckpointOptions, CheckpointWriter};
-use streamwal::recovery::{ContextOptions, StreamingContext, get_or_create};
+use streamwal::recovery::{ContextOptions, StreamingContext};
 use streamwal::tracker::{BatchBlocks, BlockInfo};
 
 const CKPT_ENV: &str = "STREAMWAL_RECOVERY_CHILD_CKPT";
@@ -150,7 +150,12 @@ fn recovery_child_main() {
     let rx_dir = std::env::var(RX_ENV).expect("receiver dir");
     let mut rng = Rng::new(env_u64(SEED_ENV));
     let now = env_u64(NOW_ENV);
-    let mut ctx = get_or_create(&ckpt_dir, &rx_dir, options(), now, graph).expect("recover");
+    let mut ctx = streamwal::StreamingContext::builder(Path::new(&ckpt_dir))
+        .receiver_log(Path::new(&rx_dir))
+        .options(options())
+        .now_ms(now)
+        .get_or_create(graph)
+        .expect("recover");
     assert_eq!(ctx.graph, graph());
     println!("open");
     let mut engine = Engine::new(&ctx, &mut rng);
@@ -269,8 +274,12 @@ impl Engine {
             2 => {
                 let (_, lsn) = ctx.tracker.snapshot().expect("snapshot");
                 let offsets = self.offsets();
-                ctx.checkpoint(t, self.pending(), offsets)
-                    .expect("synchronous checkpoint");
+                ctx.checkpoint(streamwal::CheckpointAt {
+                    batch_time: t,
+                    pending_batches: self.pending(),
+                    source_offsets: offsets,
+                })
+                .expect("synchronous checkpoint");
                 self.durable.push(lsn);
             }
             _ => {}
@@ -419,7 +428,11 @@ fn check_recovery(
     exercised: &mut Exercised,
 ) -> Vec<(u64, String)> {
     let at = format!("round {round} (STREAMWAL_RECOVERY_SEED={seed})");
-    let ctx = get_or_create(ckpt_dir, rx_dir, options(), now, graph)
+    let ctx = streamwal::StreamingContext::builder(ckpt_dir)
+        .receiver_log(rx_dir)
+        .options(options())
+        .now_ms(now)
+        .get_or_create(graph)
         .unwrap_or_else(|e| panic!("{at}: recovery failed: {e}"));
     assert_eq!(ctx.graph, graph(), "{at}: graph");
     assert_eq!(ctx.batch_interval_ms, INTERVAL_MS, "{at}");

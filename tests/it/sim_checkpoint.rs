@@ -49,7 +49,9 @@ fn checkpoints_36_with_retention() {
     let dir = Path::new(DIR);
     let report = CrashHarness::new("checkpoints-36").seeds(10).run(
         |storage: Arc<dyn Storage>, rec: &Recorder<CheckpointEvent<Graph>>| {
-            let Ok(store) = CheckpointStore::open_with_storage(storage, dir, opts()) else {
+            let Ok(store) =
+                CheckpointStore::open(streamwal::Location::dir_on(storage, dir), opts())
+            else {
                 return;
             };
             for i in 1..=36 {
@@ -75,7 +77,8 @@ fn checkpoint_write_faults_keep_the_previous_checkpoint() {
         for k in 0..3u64 {
             let sim = SimStorage::new();
             let storage: Arc<dyn Storage> = Arc::new(sim.clone());
-            let store = CheckpointStore::open_with_storage(storage, dir, opts()).unwrap();
+            let store =
+                CheckpointStore::open(streamwal::Location::dir_on(storage, dir), opts()).unwrap();
             let rec = Recorder::new(sim.clone());
             for i in 1..=4 {
                 write_checkpoint_recorded(&store, &rec, &ckpt(i)).unwrap();

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use streamwal::recovery::{ContextOptions, RunReason, get_or_create_with_storage};
+use streamwal::recovery::{ContextOptions, RunReason};
 use streamwal::sim::checkers::{
     self, TrackerEvent, add_block_recorded, allocate_recorded, commit_recorded,
 };
@@ -63,7 +63,8 @@ fn tracker_allocations_and_commits() {
             let Ok(rx) = Wal::open(streamwal::Location::dir_on(storage.clone(), RX), opts()) else {
                 return;
             };
-            let Ok(tracker) = BlockTracker::open_with_storage(storage, JOURNAL, None, opts())
+            let Ok(tracker) =
+                BlockTracker::open(streamwal::Location::dir_on(storage, JOURNAL), None, opts())
             else {
                 return;
             };
@@ -100,7 +101,8 @@ fn tracker_concurrent_receivers() {
             let Ok(rx) = Wal::open(streamwal::Location::dir_on(storage.clone(), RX), opts()) else {
                 return;
             };
-            let Ok(tracker) = BlockTracker::open_with_storage(storage, JOURNAL, None, opts())
+            let Ok(tracker) =
+                BlockTracker::open(streamwal::Location::dir_on(storage, JOURNAL), None, opts())
             else {
                 return;
             };
@@ -158,11 +160,14 @@ fn context_options() -> ContextOptions {
 fn driver_recovery_with_checkpoints() {
     let report = CrashHarness::new("driver").run(
         |storage: Arc<dyn Storage>, rec: &Recorder<TrackerEvent>| {
-            let Ok(mut ctx) =
-                get_or_create_with_storage(storage, CKPT, DRIVER_RX, context_options(), 0, || {
-                    Graph { name: "g".into() }
-                })
-            else {
+            let Ok(ctx) = streamwal::StreamingContext::builder(streamwal::Location::dir_on(
+                storage.clone(),
+                CKPT,
+            ))
+            .receiver_log(streamwal::Location::dir_on(storage, DRIVER_RX))
+            .options(context_options())
+            .now_ms(0)
+            .get_or_create(|| Graph { name: "g".into() }) else {
                 return;
             };
             let mut n = 0;
@@ -181,7 +186,15 @@ fn driver_recovery_with_checkpoints() {
                 if batch % 4 != 2 && commit_recorded(&ctx.tracker, rec, t).is_err() {
                     return;
                 }
-                if batch % 3 == 0 && ctx.checkpoint(t, Vec::new(), BTreeMap::new()).is_err() {
+                if batch % 3 == 0
+                    && ctx
+                        .checkpoint(streamwal::CheckpointAt {
+                            batch_time: t,
+                            pending_batches: Vec::new(),
+                            source_offsets: BTreeMap::new(),
+                        })
+                        .is_err()
+                {
                     return;
                 }
             }
@@ -194,11 +207,15 @@ fn driver_recovery_with_checkpoints() {
             );
         },
         |storage: Arc<dyn Storage>, events: &[TrackerEvent]| {
-            let ctx =
-                get_or_create_with_storage(storage, CKPT, DRIVER_RX, context_options(), 0, || {
-                    Graph { name: "g".into() }
-                })
-                .map_err(|e| format!("recovery failed: {e}"))?;
+            let ctx = streamwal::StreamingContext::builder(streamwal::Location::dir_on(
+                storage.clone(),
+                CKPT,
+            ))
+            .receiver_log(streamwal::Location::dir_on(storage, DRIVER_RX))
+            .options(context_options())
+            .now_ms(0)
+            .get_or_create(|| Graph { name: "g".into() })
+            .map_err(|e| format!("recovery failed: {e}"))?;
             let (state, _) = ctx.tracker.snapshot().map_err(|e| e.to_string())?;
             checkers::check_tracker_state(&state, events)?;
             for list in state

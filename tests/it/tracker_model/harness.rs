@@ -34,7 +34,12 @@ impl Harness {
         let tmp = tempfile::tempdir().unwrap();
         let ckpt_dir = tmp.path().join("ckpt");
         let rx_dir = tmp.path().join("rx");
-        let ctx = get_or_create(&ckpt_dir, &rx_dir, ctx_opts(), NOW_MS, graph).unwrap();
+        let ctx = streamwal::StreamingContext::builder(&ckpt_dir)
+            .receiver_log(&rx_dir)
+            .options(ctx_opts())
+            .now_ms(NOW_MS)
+            .get_or_create(graph)
+            .unwrap();
         assert!(
             ctx.recovered.is_none(),
             "empty directories are a fresh start"
@@ -197,8 +202,12 @@ impl Harness {
         ]);
         let graph_version = match self.sut.as_mut().expect("open") {
             Sut::Ctx(ctx) => {
-                ctx.checkpoint(time, pending.clone(), offsets.clone())
-                    .unwrap();
+                ctx.checkpoint(streamwal::CheckpointAt {
+                    batch_time: time,
+                    pending_batches: pending.clone(),
+                    source_offsets: offsets.clone(),
+                })
+                .unwrap();
                 ctx.graph_version
             }
             Sut::Parts(p) => {
@@ -257,12 +266,16 @@ impl Harness {
     fn recover_context(&mut self) {
         let no_checkpoint = self.disk.is_none();
         let fresh = no_checkpoint && self.model.events == 0;
-        let ctx = get_or_create(&self.ckpt_dir, &self.rx_dir, ctx_opts(), NOW_MS, || {
-            // Fresh, or a journal without a checkpoint: the graph is new.
-            assert!(no_checkpoint, "the graph comes from the checkpoint");
-            graph()
-        })
-        .unwrap_or_else(|e| panic!("get_or_create failed: {e}"));
+        let ctx = streamwal::StreamingContext::builder(&self.ckpt_dir)
+            .receiver_log(&self.rx_dir)
+            .options(ctx_opts())
+            .now_ms(NOW_MS)
+            .get_or_create(|| {
+                // Fresh, or a journal without a checkpoint: the graph is new.
+                assert!(no_checkpoint, "the graph comes from the checkpoint");
+                graph()
+            })
+            .unwrap_or_else(|e| panic!("get_or_create failed: {e}"));
         if fresh {
             assert!(ctx.recovered.is_none(), "nothing journaled: fresh");
             self.sut = Some(Sut::Ctx(Box::new(ctx)));

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use streamwal::checkpoint::{Checkpoint, CheckpointOptions, CheckpointStore, checkpoint_file_name};
 use streamwal::recovery::{
-    BatchToRun, ContextOptions, JOURNAL_DIR_NAME, RunReason, StreamingContext, get_or_create,
+    BatchToRun, ContextOptions, JOURNAL_DIR_NAME, RunReason, StreamingContext,
 };
 use streamwal::tracker::{BatchBlocks, BlockInfo, BlockTracker, TrackerState};
 use streamwal::{Wal, WalOptions};
