@@ -134,6 +134,26 @@ pub enum Error {
         /// The epoch whose seal is missing.
         fence: u64,
     },
+    /// An operator's stored keys or values do not decode as the types it was
+    /// registered with: the engine changed them, or registered another
+    /// operator under this name. Nothing was changed; register it with the
+    /// types it was written with (or migrate it under a new name).
+    #[error(
+        "the state of operator {operator:?} does not decode as the registered key and value types"
+    )]
+    StateDecode {
+        /// The operator's name.
+        operator: String,
+        /// The decoder's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Keyed state was used out of order: a write with no batch open, a
+    /// batch that does not come after the last committed one, a commit of
+    /// another batch than the open one, or an operator registered twice
+    /// with different types. The message says which; nothing was changed.
+    #[error("keyed state: {0}")]
+    StateMisuse(&'static str),
     /// A storage URL that cannot be used.
     #[error("invalid storage URL {url}: {reason}")]
     InvalidUrl {

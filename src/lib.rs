@@ -30,6 +30,8 @@
 //! - [`Wal`]: the receiver write-ahead log (append with group commit, read
 //!   by handle, iterate, retention, recovery);
 //! - [`checkpoint`]: atomic, checksummed checkpoints and a background writer;
+//! - [`state`]: keyed operator state, versioned by batch and recovered
+//!   exactly at the last committed batch;
 //! - [`tracker`]: the metadata journal of blocks, batch allocations, commits;
 //! - [`recovery`]: [`StreamingContext::get_or_create`] and its
 //!   [builder](StreamingContext::builder), which rebuild a driver's state
@@ -65,6 +67,7 @@ pub mod object;
 pub mod recovery;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod state;
 pub mod storage;
 pub mod tracker;
 pub mod wal;
@@ -73,6 +76,7 @@ pub use checkpoint::{CheckpointOptions, CheckpointStore};
 pub use error::{CorruptionKind, Error, Result};
 pub use location::Location;
 pub use recovery::{CheckpointAt, ContextBuilder, ContextOptions, StreamingContext};
+pub use state::{KeyedState, StateOptions, StateStore};
 pub use wal::{
     RecordHandle, RecoveryMode, RecoveryReport, SyncPolicy, Wal, WalIter, WalOptions, WalStats,
 };

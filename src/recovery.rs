@@ -9,6 +9,7 @@ use crate::Location;
 use crate::checkpoint::{Checkpoint, CheckpointOptions, CheckpointStore, SkippedCheckpoint};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::DOWNTIME_BATCHES_MAX;
+use crate::state::{KeyedState, StateKey, StateOptions, StateStore, StateValue};
 use crate::tracker::{BatchBlocks, BlockInfo, BlockTracker, StreamId};
 use crate::wal::{RecoveryReport, Wal, WalOptions};
 use serde::Serialize;
@@ -22,6 +23,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Name of the journal's directory inside the checkpoint directory.
 pub const JOURNAL_DIR_NAME: &str = "journal";
 
+/// Name of the keyed state's location below a context's location.
+pub const STATE_DIR_NAME: &str = "state";
+
 /// Options for [`ContextBuilder::options`].
 #[derive(Debug, Clone)]
 pub struct ContextOptions {
@@ -34,6 +38,8 @@ pub struct ContextOptions {
     pub journal: WalOptions,
     /// Options of the checkpoint store.
     pub checkpoints: CheckpointOptions,
+    /// Options of the keyed state store.
+    pub state: StateOptions,
 }
 
 impl ContextOptions {
@@ -49,6 +55,7 @@ impl ContextOptions {
                 ..WalOptions::default()
             },
             checkpoints: CheckpointOptions::default(),
+            state: StateOptions::default(),
         }
     }
 }
@@ -93,8 +100,26 @@ pub struct Recovered {
     pub unallocated: BatchBlocks,
     /// Batches whose output is committed (and not cleaned up).
     pub committed: BTreeSet<u64>,
+    /// The batches committed after the checkpoint was taken, in time order,
+    /// with their blocks: an engine that keeps its state in the graph runs
+    /// them again on the checkpoint's graph, without writing output, before
+    /// the `batches` (state kept in [`crate::state`] needs no such replay:
+    /// it is already as of the last committed batch). Empty without a
+    /// checkpoint; a batch cleaned up since is listed with no blocks.
+    pub committed_after_checkpoint: Vec<CommittedBatch>,
+    /// The last committed batch the keyed state is as of.
+    pub state_version: Option<u64>,
     /// Source offsets from the checkpoint.
     pub source_offsets: BTreeMap<String, String>,
+}
+
+/// A batch committed after the checkpoint recovery started from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedBatch {
+    /// The batch's time (ms).
+    pub batch_time: u64,
+    /// Its blocks per stream, as allocated.
+    pub blocks: BatchBlocks,
 }
 
 /// What recovery found and did.
@@ -112,6 +137,10 @@ pub struct ContextReport {
     pub receiver_log: RecoveryReport,
     /// How many batches must run again.
     pub batches_to_run: usize,
+    /// Batches whose state delta was durable but whose commit in the tracker
+    /// was not (a crash between the two steps of
+    /// [`StreamingContext::commit_batch`]): recovery committed them.
+    pub commits_completed: Vec<u64>,
     /// Wall-clock time the whole recovery took.
     pub duration: Duration,
 }
@@ -132,6 +161,8 @@ pub struct StreamingContext<G> {
     pub tracker: Arc<BlockTracker>,
     /// The checkpoint store.
     pub checkpoints: Arc<CheckpointStore>,
+    /// The keyed state, as of the last committed batch.
+    pub state: Arc<StateStore>,
     /// `None` for a fresh context; otherwise what must run again.
     pub recovered: Option<Recovered>,
     /// What recovery found and did.
@@ -277,19 +308,14 @@ impl<G: DeserializeOwned> ContextBuilder<G> {
             Some(at) => at,
             None => self.location.child(RECEIVER_LOG_NAME)?,
         };
-        let opts = self.opts;
-        let store = CheckpointStore::open(&self.location, opts.checkpoints.clone())?;
-        let journal_opts = opts.journal.clone();
-        let receiver_opts = opts.receiver_log.clone();
-        assemble(
-            store,
-            |snapshot| BlockTracker::open(journal, snapshot, journal_opts),
-            || Wal::open(receiver, receiver_opts),
-            &opts,
-            now_ms,
-            create,
-            started,
-        )
+        let state = self.location.child(STATE_DIR_NAME)?;
+        let parts = Parts {
+            store: CheckpointStore::open(&self.location, self.opts.checkpoints.clone())?,
+            journal,
+            state,
+            receiver,
+        };
+        assemble(parts, &self.opts, now_ms, create, started)
     }
 }
 
@@ -300,12 +326,18 @@ fn system_now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The recovery itself, over a store and two logs opened by the caller's
-/// closures (the tracker needs the checkpoint's snapshot first).
-fn assemble<G, F>(
+/// Where a context's parts are: the checkpoint store (opened first: the
+/// tracker needs its snapshot) and the locations of the others.
+struct Parts {
     store: CheckpointStore,
-    open_tracker: impl FnOnce(Option<(crate::tracker::TrackerState, u64)>) -> Result<BlockTracker>,
-    open_receiver: impl FnOnce() -> Result<Wal>,
+    journal: Location,
+    state: Location,
+    receiver: Location,
+}
+
+/// The recovery itself.
+fn assemble<G, F>(
+    parts: Parts,
     opts: &ContextOptions,
     now_ms: u64,
     create: F,
@@ -315,6 +347,12 @@ where
     G: DeserializeOwned,
     F: FnOnce() -> G,
 {
+    let Parts {
+        store,
+        journal,
+        state,
+        receiver,
+    } = parts;
     let latest = store.latest::<G>()?;
     let (checkpoint_used, checkpoint) = match latest.checkpoint {
         Some((path, c)) => (Some(path), Some(c)),
@@ -323,8 +361,10 @@ where
     let snapshot = checkpoint
         .as_ref()
         .map(|c| (c.tracker.clone(), c.journal_lsn));
-    let tracker = open_tracker(snapshot)?;
-    let receiver_log = open_receiver()?;
+    let tracker = BlockTracker::open(journal, snapshot, opts.journal.clone())?;
+    let keyed = StateStore::open(state, opts.state.clone())?;
+    let commits_completed = complete_commits(&tracker, &keyed)?;
+    let receiver_log = Wal::open(receiver, opts.receiver_log.clone())?;
     let (state, journal_lsn) = tracker.snapshot()?;
     // Every acknowledged block must still be in the receiver log: a log whose
     // newest segments vanished cannot tell by itself.
@@ -344,6 +384,7 @@ where
     let (graph, graph_version, interval, recovered) = match checkpoint {
         None if fresh => (create(), 0, opts.batch_interval_ms, None),
         checkpoint => {
+            let committed_then = checkpoint.as_ref().map(|c| c.tracker.committed.clone());
             let (graph, version, interval, ckpt_time, pending, offsets) = match checkpoint {
                 Some(c) => (
                     c.graph,
@@ -368,6 +409,10 @@ where
                 batches,
                 unallocated: state.unallocated.clone(),
                 committed: state.committed.clone(),
+                committed_after_checkpoint: committed_then
+                    .map(|then| committed_since(&state, &then))
+                    .unwrap_or_default(),
+                state_version: keyed.version(),
                 source_offsets: offsets,
             };
             (graph, version, interval, Some(recovered))
@@ -383,6 +428,7 @@ where
         journal: tracker.replay_report().journal.clone(),
         receiver_log: receiver_log.recovery_report().clone(),
         batches_to_run: recovered.as_ref().map_or(0, |r| r.batches.len()),
+        commits_completed,
         duration: started.elapsed(),
     };
     Ok(StreamingContext {
@@ -392,9 +438,54 @@ where
         receiver_log: Arc::new(receiver_log),
         tracker: Arc::new(tracker),
         checkpoints: Arc::new(store),
+        state: Arc::new(keyed),
         recovered,
         report,
     })
+}
+
+/// Commit in the tracker every batch whose state delta is durable but whose
+/// tracker commit is not (a crash between the two steps of
+/// `commit_batch`); the batches it committed. A batch already cleaned up is
+/// left alone.
+fn complete_commits(tracker: &BlockTracker, keyed: &StateStore) -> Result<Vec<u64>> {
+    let report = keyed.report();
+    let candidates = report
+        .snapshot_used
+        .as_ref()
+        .map(|(_, t)| *t)
+        .into_iter()
+        .chain(report.deltas_replayed.iter().copied());
+    let (state, _) = tracker.snapshot()?;
+    let mut done = Vec::new();
+    for t in candidates {
+        if t >= state.cleaned_before && !state.committed.contains(&t) {
+            tracker.commit_batch(t)?;
+            done.push(t);
+        }
+    }
+    Ok(done)
+}
+
+/// The batches committed now and not in `then`, in time order, with their
+/// blocks.
+fn committed_since(
+    state: &crate::tracker::TrackerState,
+    then: &BTreeSet<u64>,
+) -> Vec<CommittedBatch> {
+    state
+        .committed
+        .iter()
+        .filter(|t| !then.contains(t))
+        .map(|&batch_time| CommittedBatch {
+            batch_time,
+            blocks: state
+                .allocated
+                .get(&batch_time)
+                .cloned()
+                .unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// The batches to run after a crash, in time order (see
@@ -451,6 +542,48 @@ fn batches_to_run(
 }
 
 impl<G> StreamingContext<G> {
+    /// The keyed state of operator `name` (see [`StateStore::operator`]).
+    ///
+    /// # Errors
+    /// As [`StateStore::operator`].
+    pub fn state<K: StateKey, V: StateValue>(&self, name: &str) -> Result<KeyedState<K, V>> {
+        self.state.operator(name)
+    }
+
+    /// Open batch `batch_time` for state changes; keys whose timeout falls
+    /// due are removed now (see [`StateStore::begin_batch`]).
+    ///
+    /// # Errors
+    /// As [`StateStore::begin_batch`].
+    pub fn begin_batch(&self, batch_time: u64) -> Result<()> {
+        self.state.begin_batch(batch_time)
+    }
+
+    /// Commit batch `batch_time`: first its state delta, durably (the
+    /// state's commit), then the output commit in the tracker's journal.
+    /// Call it after the batch's output is written. A crash between the two
+    /// steps is finished by recovery, which commits the batch in the
+    /// tracker ([`ContextReport::commits_completed`]); a crash before the
+    /// first leaves neither, and the batch runs again on the state as it
+    /// was before it. Without [`StreamingContext::begin_batch`] (an engine
+    /// that keeps no keyed state) only the tracker commits.
+    ///
+    /// # Errors
+    /// [`StateStore::commit_batch`] and [`BlockTracker::commit_batch`]
+    /// errors. After an error the batch is not known to be committed: stop
+    /// and recover (a retry of `commit_batch` is safe too).
+    pub fn commit_batch(&self, batch_time: u64) -> Result<()> {
+        if self.state.open_batch() == Some(batch_time) {
+            self.state.commit_batch(batch_time)?;
+        }
+        self.tracker.commit_batch(batch_time)
+    }
+
+    /// Drop the open batch's state changes (see [`StateStore::abort_batch`]).
+    pub fn abort_batch(&self) {
+        self.state.abort_batch()
+    }
+
     /// Read a block's bytes back from the receiver log, checking them.
     ///
     /// # Errors

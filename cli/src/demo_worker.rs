@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use streamwal::checkpoint::CheckpointOptions;
 use streamwal::recovery::{ContextOptions, RunReason, StreamingContext};
 use streamwal::tracker::{BlockInfo, BlockTracker};
-use streamwal::{Wal, WalOptions};
+use streamwal::{StateOptions, Wal, WalOptions};
 
 /// Most records one receiver block holds.
 const BLOCK_RECORDS_MAX: usize = 64;
@@ -72,6 +72,11 @@ fn options() -> ContextOptions {
             ..WalOptions::default()
         },
         checkpoints: CheckpointOptions { keep: 3 },
+        // Snapshots often, so the demo's kills land in them too.
+        state: StateOptions {
+            snapshot_every_batches: 3,
+            ..StateOptions::default()
+        },
     }
 }
 

@@ -82,7 +82,7 @@ pub struct LatestCheckpoint<G> {
 /// each checkpoint is a file written to a temporary name, synced and renamed
 /// into place; on object storage (feature `object-store`) each is one object,
 /// and opening takes a new epoch that fences the stores opened before (see
-/// [`crate::object`]). One store per location at a time: the directory store
+/// the object-storage module). One store per location at a time: the directory store
 /// takes no lock, and [`CheckpointStore::open`] removes temporary files
 /// another writer may be using. Writes through one store are serialized;
 /// reads may run beside them.

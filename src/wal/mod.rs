@@ -41,5 +41,4 @@ pub use options::{
 };
 pub use segment::{SEGMENT_SUFFIX, segment_file_name};
 pub(crate) use writer::FileWal;
-#[cfg(feature = "object-store")]
 pub(crate) use writer::new_log_id as random_id;

@@ -29,6 +29,7 @@ mod sim_checkpoint;
 mod sim_tracker;
 mod sim_wal;
 mod smoke;
+mod state;
 mod torn_tail;
 mod tracker;
 mod tracker_model;

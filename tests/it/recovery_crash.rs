@@ -59,6 +59,7 @@ fn options() -> ContextOptions {
             ..WalOptions::default()
         },
         checkpoints: CheckpointOptions { keep: 4 },
+        state: Default::default(),
     }
 }
 

@@ -71,6 +71,7 @@ fn ctx_opts() -> ContextOptions {
         receiver_log: wal_opts(),
         journal: wal_opts(),
         checkpoints: CheckpointOptions { keep: 3 },
+        state: Default::default(),
     }
 }
 

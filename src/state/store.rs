@@ -1,0 +1,646 @@
+//! The state store: operators in memory, a delta per committed batch in the
+//! state log, snapshots in the background, and recovery from the newest
+//! valid snapshot plus the deltas after it.
+
+use super::operator::{Frozen, Operator, Raw, StateKey, StateValue, Typed};
+use super::record::{self, RawChanges, RawSlot, STATE_FORMAT_VERSION, SnapshotBody, StateDelta};
+use super::{KeyedState, StateOptions};
+use crate::checkpoint::{Checkpoint, CheckpointOptions, CheckpointStore, SkippedCheckpoint};
+use crate::error::{CorruptionKind, Error, Result};
+use crate::tracker::TrackerState;
+use crate::{Location, RecoveryReport, SyncPolicy, Wal, codec};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Name of the state log's location below the state's location.
+pub const STATE_LOG_NAME: &str = "log";
+/// Name of the snapshot store's location below the state's location.
+pub const STATE_SNAPSHOTS_NAME: &str = "snapshots";
+
+/// What opening the state store found and did.
+#[derive(Debug, Default)]
+pub struct StateReport {
+    /// The snapshot used, and the batch it is as of.
+    pub snapshot_used: Option<(PathBuf, u64)>,
+    /// Newer snapshots that were skipped (damaged, or undecodable), each
+    /// with the reason; recovery then used an older one and more deltas.
+    pub snapshots_skipped: Vec<SkippedCheckpoint>,
+    /// The batches whose deltas were replayed on top of the snapshot, in
+    /// order.
+    pub deltas_replayed: Vec<u64>,
+    /// The last committed batch the state is as of (`None`: no batch ever
+    /// changed it).
+    pub version: Option<u64>,
+    /// The state log's own recovery.
+    pub log: RecoveryReport,
+    /// Time the whole recovery took.
+    pub duration: Duration,
+}
+
+/// Counters of the background snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateStats {
+    /// Snapshots written since open.
+    pub snapshots_written: u64,
+    /// Snapshots that failed (the deltas stay; a later one retries).
+    pub snapshot_failures: u64,
+    /// The last failure's message, with its causes.
+    pub last_snapshot_error: Option<String>,
+    /// Batches committed since the last snapshot began.
+    pub batches_since_snapshot: u64,
+    /// Delta bytes committed since the last snapshot began.
+    pub bytes_since_snapshot: u64,
+}
+
+/// Keyed operator state versioned by batch time. See [`crate::state`].
+pub struct StateStore {
+    log: Arc<Wal>,
+    snapshots: Arc<CheckpointStore>,
+    opts: StateOptions,
+    inner: Mutex<Inner>,
+    snapshot: Arc<SnapshotSlot>,
+    report: StateReport,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore")
+            .field("log", &self.log.location())
+            .field("snapshots", &self.snapshots.location())
+            .field("version", &self.version())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    state_id: u64,
+    version: Option<u64>,
+    open: Option<u64>,
+    operators: BTreeMap<String, Box<dyn Operator>>,
+    /// The open batch's changes per operator: each key's last slot.
+    pending: BTreeMap<String, BTreeMap<Vec<u8>, Option<RawSlot>>>,
+    /// LSN of the newest delta.
+    last_lsn: u64,
+    poisoned: bool,
+    stats: StateStats,
+}
+
+/// The background snapshot: at most one at a time.
+#[derive(Default)]
+struct SnapshotSlot {
+    running: Mutex<bool>,
+    done: Condvar,
+    outcome: Mutex<(u64, u64, Option<String>)>,
+}
+
+impl StateStore {
+    /// Open (or create) the state at `location`: the state log in `log/`
+    /// and the snapshots in `snapshots/` below it, on a directory or on
+    /// object storage. Recovers the state as of the last committed batch:
+    /// the newest snapshot that passes its checks (damaged ones are skipped
+    /// and reported), then every delta after it, in order. Operators come
+    /// back as bytes and are decoded when the engine registers them
+    /// ([`StateStore::operator`]).
+    ///
+    /// # Errors
+    /// - [`Error::InvalidOptions`] if the log's policy is not
+    ///   [`SyncPolicy::Always`] or an interval is 0.
+    /// - [`Error::Corruption`] if a delta a snapshot needs is gone (the log
+    ///   was cut, or starts after it), if a delta belongs to another
+    ///   context or comes out of batch order, or if the log is damaged (the
+    ///   error names the file and the offset); never a smaller state.
+    /// - [`Error::Decode`] if a delta that passed its checksum does not
+    ///   decode; and the errors of [`Wal::open`] and
+    ///   [`CheckpointStore::open`].
+    pub fn open(location: impl Into<Location>, opts: StateOptions) -> Result<StateStore> {
+        let started = Instant::now();
+        if opts.log.sync_policy != SyncPolicy::Always {
+            return Err(Error::InvalidOptions(
+                "the state log must use SyncPolicy::Always",
+            ));
+        }
+        if opts.snapshot_every_batches == 0 || opts.snapshot_every_bytes == 0 {
+            return Err(Error::InvalidOptions(
+                "state snapshot intervals must be at least 1",
+            ));
+        }
+        let location = location.into();
+        let snapshots = CheckpointStore::open(
+            location.child(STATE_SNAPSHOTS_NAME)?,
+            CheckpointOptions {
+                keep: opts.snapshots_kept,
+            },
+        )?;
+        let log = Wal::open(location.child(STATE_LOG_NAME)?, opts.log.clone())?;
+        let mut report = StateReport {
+            log: log.recovery_report().clone(),
+            ..StateReport::default()
+        };
+        let latest = snapshots.latest::<SnapshotBody>()?;
+        report.snapshots_skipped = latest.skipped;
+        let mut operators: BTreeMap<String, Raw> = BTreeMap::new();
+        let (mut state_id, mut version, mut last_lsn) = (None, None, 0);
+        if let Some((path, ckpt)) = latest.checkpoint {
+            let body = ckpt.graph;
+            record::check_format(&path, body.format)?;
+            if body.batch_time != ckpt.batch_time || body.log_lsn != ckpt.journal_lsn {
+                return Err(Error::corruption(
+                    &path,
+                    0,
+                    CorruptionKind::BadHeader("snapshot body and header disagree"),
+                ));
+            }
+            for (name, entries) in body.operators {
+                let op = operators.entry(name).or_default();
+                for (key, slot) in entries {
+                    op.apply(key, Some(slot));
+                }
+            }
+            report.snapshot_used = Some((path, body.batch_time));
+            (state_id, version, last_lsn) =
+                (Some(body.state_id), Some(body.batch_time), body.log_lsn);
+        }
+        let log_path = log.location().display_path();
+        check_log_covers(&log, &log_path, last_lsn)?;
+        for item in log.iter_from(last_lsn + 1) {
+            let (handle, payload) = item?;
+            let delta = record::decode_delta(&log_path, &payload)?;
+            if *state_id.get_or_insert(delta.state_id) != delta.state_id {
+                return Err(Error::corruption(
+                    &log_path,
+                    0,
+                    CorruptionKind::BadHeader(
+                        "a state delta belongs to another context (its state id differs)",
+                    ),
+                ));
+            }
+            if version.is_some_and(|v| delta.batch_time <= v) {
+                return Err(Error::corruption(
+                    &log_path,
+                    0,
+                    CorruptionKind::BadHeader("state deltas are out of batch order"),
+                ));
+            }
+            for (name, changes) in delta.operators {
+                let op = operators.entry(name).or_default();
+                for (key, slot) in changes {
+                    op.apply(key, slot);
+                }
+            }
+            version = Some(delta.batch_time);
+            last_lsn = handle.lsn();
+            report.deltas_replayed.push(delta.batch_time);
+        }
+        report.version = version;
+        report.duration = started.elapsed();
+        let operators = operators
+            .into_iter()
+            .map(|(name, op)| (name, Box::new(op) as Box<dyn Operator>))
+            .collect();
+        Ok(StateStore {
+            log: Arc::new(log),
+            snapshots: Arc::new(snapshots),
+            opts,
+            inner: Mutex::new(Inner {
+                state_id: state_id.unwrap_or_else(crate::wal::random_id),
+                version,
+                open: None,
+                operators,
+                pending: BTreeMap::new(),
+                last_lsn,
+                poisoned: false,
+                stats: StateStats::default(),
+            }),
+            snapshot: Arc::new(SnapshotSlot::default()),
+            report,
+        })
+    }
+
+    /// What opening found and did.
+    pub fn report(&self) -> &StateReport {
+        &self.report
+    }
+
+    /// The last committed batch the state is as of; `None` if no batch
+    /// ever changed it.
+    pub fn version(&self) -> Option<u64> {
+        self.lock().version
+    }
+
+    /// The batch open for changes, if any.
+    pub fn open_batch(&self) -> Option<u64> {
+        self.lock().open
+    }
+
+    /// Every operator (registered or only recovered), with its key count.
+    pub fn operators(&self) -> Vec<(String, usize)> {
+        let inner = self.lock();
+        inner
+            .operators
+            .iter()
+            .map(|(n, op)| (n.clone(), op.len()))
+            .collect()
+    }
+
+    /// Counters of the background snapshots.
+    pub fn stats(&self) -> StateStats {
+        let mut stats = self.lock().stats.clone();
+        let outcome = lock(&self.snapshot.outcome);
+        stats.snapshots_written = outcome.0;
+        stats.snapshot_failures = outcome.1;
+        stats.last_snapshot_error = outcome.2.clone();
+        stats
+    }
+
+    /// The handle of operator `name` with keys `K` and values `V`,
+    /// registering it on first use (a recovered operator is decoded now).
+    /// Handles are cheap to clone; every handle of a name shares one map.
+    ///
+    /// # Errors
+    /// [`Error::StateDecode`] if the recovered keys or values do not decode
+    /// as `K` and `V`; [`Error::StateMisuse`] if `name` is registered with
+    /// other types in this process. Nothing changes on error.
+    pub fn operator<K: StateKey, V: StateValue>(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<KeyedState<K, V>> {
+        let mut inner = self.lock();
+        let typed = match inner.operators.get(name) {
+            None => Some(Typed::<K, V>::from_raw(name, &Raw::default())?),
+            Some(op) if op.as_any().is::<Typed<K, V>>() => None,
+            Some(op) => match op.as_any().downcast_ref::<Raw>() {
+                Some(raw) => Some(Typed::<K, V>::from_raw(name, raw)?),
+                None => {
+                    return Err(Error::StateMisuse(
+                        "the operator is already registered with other key or value types",
+                    ));
+                }
+            },
+        };
+        if let Some(typed) = typed {
+            inner.operators.insert(name.to_string(), Box::new(typed));
+        }
+        Ok(KeyedState::new(self.clone(), name))
+    }
+
+    /// Open batch `batch_time` for changes and time out every key whose
+    /// expiry is at or before it, in every operator (registered or not), as
+    /// changes of this batch: a replay of the batch times out the same keys.
+    ///
+    /// # Errors
+    /// [`Error::StateMisuse`] if a batch is open or `batch_time` is not
+    /// after the last committed one; [`Error::Poisoned`] after a failed
+    /// commit.
+    pub fn begin_batch(&self, batch_time: u64) -> Result<()> {
+        let mut inner = self.lock_usable()?;
+        if inner.open.is_some() {
+            return Err(Error::StateMisuse(
+                "a batch is already open; commit or abort it first",
+            ));
+        }
+        if inner.version.is_some_and(|v| batch_time <= v) {
+            return Err(Error::StateMisuse(
+                "the batch is not after the last committed one",
+            ));
+        }
+        inner.open = Some(batch_time);
+        let Inner {
+            operators, pending, ..
+        } = &mut *inner;
+        let mut failed = None;
+        for (name, op) in operators.iter_mut() {
+            match op.expire(batch_time) {
+                Ok(gone) if gone.is_empty() => {}
+                Ok(gone) => {
+                    let changes = pending.entry(name.clone()).or_default();
+                    for key in gone {
+                        changes.insert(key, None);
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            undo_all(&mut inner);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Make the open batch's changes durable as one delta in the state log:
+    /// when this returns `Ok`, recovery restores the state as of this
+    /// batch. A batch that changed nothing writes nothing. May start a
+    /// background snapshot (every [`StateOptions::snapshot_every_batches`]
+    /// batches or [`StateOptions::snapshot_every_bytes`] bytes of deltas).
+    ///
+    /// [`crate::StreamingContext::commit_batch`] calls this, then commits the
+    /// batch in the tracker; recovery finishes that second step if a crash
+    /// came between the two.
+    ///
+    /// # Errors
+    /// [`Error::StateMisuse`] if `batch_time` is not the open batch; the
+    /// log's append errors, after which the store is poisoned (every call
+    /// fails with [`Error::Poisoned`]; reopen to recover): whether the
+    /// delta is durable is unknown.
+    pub fn commit_batch(&self, batch_time: u64) -> Result<()> {
+        let mut inner = self.lock_usable()?;
+        if inner.open != Some(batch_time) {
+            return Err(Error::StateMisuse("commit of a batch that is not open"));
+        }
+        let pending = std::mem::take(&mut inner.pending);
+        if !pending.values().all(BTreeMap::is_empty) {
+            let delta = StateDelta {
+                format: STATE_FORMAT_VERSION,
+                state_id: inner.state_id,
+                batch_time,
+                operators: pending
+                    .into_iter()
+                    .filter(|(_, c)| !c.is_empty())
+                    .map(|(name, changes)| (name, changes.into_iter().collect::<RawChanges>()))
+                    .collect(),
+            };
+            let bytes = match codec::encode(&delta, "state delta") {
+                Ok(b) => b,
+                Err(e) => {
+                    // Nothing was written: the batch stays open, unchanged.
+                    inner.pending = delta
+                        .operators
+                        .into_iter()
+                        .map(|(n, c)| (n, c.into_iter().collect()))
+                        .collect();
+                    return Err(e);
+                }
+            };
+            let handle = match self.log.append(&bytes) {
+                Ok(h) => h,
+                Err(e) => {
+                    inner.poisoned = true;
+                    return Err(e);
+                }
+            };
+            inner.last_lsn = handle.lsn();
+            inner.version = Some(batch_time);
+            inner.stats.batches_since_snapshot += 1;
+            inner.stats.bytes_since_snapshot += bytes.len() as u64;
+        }
+        for op in inner.operators.values_mut() {
+            op.commit();
+        }
+        inner.open = None;
+        let due = inner.stats.batches_since_snapshot >= self.opts.snapshot_every_batches
+            || inner.stats.bytes_since_snapshot >= self.opts.snapshot_every_bytes;
+        if due {
+            self.start_snapshot(&mut inner, false)?;
+        }
+        Ok(())
+    }
+
+    /// Drop the open batch's changes: every operator is as of the last
+    /// committed batch again. No effect with no batch open.
+    pub fn abort_batch(&self) {
+        let mut inner = self.lock();
+        undo_all(&mut inner);
+    }
+
+    /// Write a snapshot of the committed state now and wait for it (and for
+    /// one already running), then retire the deltas no kept snapshot needs.
+    /// The batch loop does not need this (snapshots run in the background);
+    /// tests and tools do.
+    ///
+    /// # Errors
+    /// [`Error::StateMisuse`] with a batch open; the snapshot's write errors
+    /// (the deltas stay: nothing is lost).
+    pub fn snapshot_now(&self) -> Result<()> {
+        self.wait_for_snapshot();
+        let mut inner = self.lock_usable()?;
+        if inner.open.is_some() {
+            return Err(Error::StateMisuse(
+                "a batch is open; snapshots are of committed state",
+            ));
+        }
+        self.start_snapshot(&mut inner, true)
+    }
+
+    /// Wait until no snapshot is being written.
+    pub fn wait_for_snapshot(&self) {
+        let mut running = lock(&self.snapshot.running);
+        while *running {
+            running = self
+                .snapshot
+                .done
+                .wait(running)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Snapshot the committed state (no batch is open): frozen maps now,
+    /// encoding and writing on a thread (or here, if `wait`).
+    fn start_snapshot(&self, inner: &mut Inner, wait: bool) -> Result<()> {
+        let Some(version) = inner.version else {
+            return Ok(()); // nothing was ever committed
+        };
+        {
+            let mut running = lock(&self.snapshot.running);
+            if *running {
+                return Ok(()); // the next due commit starts another
+            }
+            *running = true;
+        }
+        inner.stats.batches_since_snapshot = 0;
+        inner.stats.bytes_since_snapshot = 0;
+        let job = SnapshotJob {
+            frozen: inner
+                .operators
+                .iter()
+                .map(|(n, op)| (n.clone(), op.frozen()))
+                .collect(),
+            state_id: inner.state_id,
+            version,
+            last_lsn: inner.last_lsn,
+            log: self.log.clone(),
+            snapshots: self.snapshots.clone(),
+        };
+        let slot = self.snapshot.clone();
+        if wait {
+            let got = job.run();
+            slot.finish(&got);
+            return got;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("streamwal-state-snapshot".into())
+            .spawn(move || {
+                let got = job.run();
+                slot.finish(&got);
+            });
+        if let Err(e) = spawned {
+            let err = Error::io("spawn", self.snapshots.location().display_path(), e);
+            self.snapshot.finish(&Err(err));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn with_operator<K: StateKey, V: StateValue, R>(
+        &self,
+        name: &str,
+        write: bool,
+        f: impl FnOnce(
+            &mut Typed<K, V>,
+            Option<u64>,
+            &mut BTreeMap<Vec<u8>, Option<RawSlot>>,
+        ) -> Result<R>,
+    ) -> Result<R> {
+        let mut inner = self.lock_usable()?;
+        let open = inner.open;
+        if write && open.is_none() {
+            return Err(Error::StateMisuse(
+                "no batch is open; call begin_batch first",
+            ));
+        }
+        let Inner {
+            operators, pending, ..
+        } = &mut *inner;
+        let typed = operators
+            .get_mut(name)
+            .and_then(|op| op.as_any_mut().downcast_mut::<Typed<K, V>>())
+            .ok_or(Error::StateMisuse(
+                "the operator is registered with other key or value types",
+            ))?;
+        let changes = pending.entry(name.to_string()).or_default();
+        f(typed, open, changes)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    fn lock_usable(&self) -> Result<MutexGuard<'_, Inner>> {
+        let inner = self.lock();
+        if inner.poisoned {
+            return Err(Error::Poisoned);
+        }
+        Ok(inner)
+    }
+}
+
+impl Drop for StateStore {
+    fn drop(&mut self) {
+        // A snapshot thread holds only Arcs; waiting keeps a reopen in this
+        // process from racing its last write.
+        self.wait_for_snapshot();
+    }
+}
+
+fn undo_all(inner: &mut Inner) {
+    for op in inner.operators.values_mut() {
+        op.undo();
+    }
+    inner.pending.clear();
+    inner.open = None;
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The log must hold every record after `covered` (the snapshot's LSN):
+/// not end before it, and not start after the next one.
+fn check_log_covers(log: &Wal, log_path: &std::path::Path, covered: u64) -> Result<()> {
+    let last = log.next_lsn().saturating_sub(1);
+    if last < covered {
+        return Err(Error::corruption(
+            log_path,
+            0,
+            CorruptionKind::LogTooShort {
+                needed: covered,
+                last,
+            },
+        ));
+    }
+    let needed = covered + 1;
+    if last >= needed {
+        let first = log.first_lsn().unwrap_or(0);
+        if first == 0 || first > needed {
+            return Err(Error::corruption(
+                log_path,
+                0,
+                CorruptionKind::LogStartsTooLate { needed, first },
+            ));
+        }
+    }
+    Ok(())
+}
+
+struct SnapshotJob {
+    frozen: Vec<(String, Box<dyn Frozen>)>,
+    state_id: u64,
+    version: u64,
+    last_lsn: u64,
+    log: Arc<Wal>,
+    snapshots: Arc<CheckpointStore>,
+}
+
+impl SnapshotJob {
+    fn run(self) -> Result<()> {
+        let mut operators = Vec::with_capacity(self.frozen.len());
+        for (name, frozen) in &self.frozen {
+            operators.push((name.clone(), frozen.entries()?));
+        }
+        let body = SnapshotBody {
+            format: STATE_FORMAT_VERSION,
+            state_id: self.state_id,
+            batch_time: self.version,
+            log_lsn: self.last_lsn,
+            operators,
+        };
+        self.snapshots.write(&Checkpoint {
+            batch_time: self.version,
+            batch_interval_ms: 0,
+            graph: body,
+            graph_version: STATE_FORMAT_VERSION,
+            pending_batches: Vec::new(),
+            journal_lsn: self.last_lsn,
+            tracker: TrackerState::default(),
+            source_offsets: BTreeMap::new(),
+        })?;
+        // Every kept snapshot's deltas stay, so a damaged newest snapshot
+        // falls back to an older one plus more deltas.
+        if let Some(floor) = self.snapshots.journal_floor()? {
+            self.log.purge_before_lsn(floor + 1)?;
+        }
+        Ok(())
+    }
+}
+
+impl SnapshotSlot {
+    fn finish(&self, got: &Result<()>) {
+        {
+            let mut outcome = lock(&self.outcome);
+            match got {
+                Ok(()) => outcome.0 += 1,
+                Err(e) => {
+                    outcome.1 += 1;
+                    outcome.2 = Some(with_causes(e));
+                }
+            }
+        }
+        *lock(&self.running) = false;
+        self.done.notify_all();
+    }
+}
+
+/// An error's message followed by each of its causes.
+fn with_causes(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
