@@ -1,7 +1,6 @@
 //! `streamwal dump DIR`: print a log's records, one per line.
 
-use crate::inspect::scan_log;
-use crate::verify::in_torn_tail;
+use crate::scan::{in_torn_tail, scan_log};
 use crate::{DirKind, EXIT_DAMAGED, detect, hex, open_read_only};
 use std::io::Write;
 use std::path::PathBuf;

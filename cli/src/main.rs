@@ -16,6 +16,7 @@ mod demo;
 mod dump;
 mod inspect;
 mod remote;
+mod scan;
 mod verify;
 
 use clap::{Parser, Subcommand};

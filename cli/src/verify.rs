@@ -1,6 +1,6 @@
 //! `streamwal verify DIR`: read and check every byte, modify nothing.
 
-use crate::inspect::{LogScan, replay_journal, scan_log};
+use crate::scan::{LogScan, in_torn_tail, replay_journal, scan_log};
 use crate::{DirKind, EXIT_DAMAGED, detect, list_dir, open_read_only, read_checkpoints};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,13 +29,6 @@ struct Finding {
     file: PathBuf,
     offset: u64,
     reason: String,
-}
-
-/// True if `(file, offset)` lies in the torn tail `scan` found.
-pub fn in_torn_tail(scan: &LogScan, file: &Path, offset: u64) -> bool {
-    scan.torn_tail
-        .as_ref()
-        .is_some_and(|(path, start, _)| path == file && offset >= *start)
 }
 
 /// Run `streamwal verify`.

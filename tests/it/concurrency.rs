@@ -1,5 +1,6 @@
 //! Concurrency: many threads appending at once (single records; batches mixed with `sync()` calls and concurrent readers) get unique, dense LSNs in each thread's order, every record reads back by handle and after reopen, and group commit shares one fsync among many appenders.
 
+use crate::common::log_model::{LogModel, agrees};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -52,41 +53,19 @@ fn check_log(dir: &Path, wal: Wal, opts: WalOptions, appended: &[Vec<(RecordHand
             assert!(dup.is_none(), "LSN {} handed out twice", h.lsn());
         }
     }
-    let n = by_lsn.len() as u64;
-    assert_eq!(by_lsn.keys().next(), Some(&1), "LSNs start at 1");
-    assert_eq!(by_lsn.keys().next_back(), Some(&n), "LSNs are dense");
-
+    // In LSN order, the acknowledgements must be the dense LSNs from 1.
+    let mut model = LogModel::new();
     for (h, p) in by_lsn.values() {
-        assert_eq!(wal.read(h).unwrap(), *p, "read {h:?}");
+        agrees(model.acknowledge(*h, p, None));
     }
-    assert_eq!(wal.first_lsn(), Some(1));
-    assert_eq!(wal.last_lsn(), Some(n));
-    let live: Vec<_> = wal.iter().map(|r| r.unwrap()).collect();
-    assert_eq!(live.len() as u64, n, "live iter() length");
-    for ((h, p), (eh, ep)) in live.iter().zip(by_lsn.values()) {
-        assert_eq!(h, eh);
-        assert_eq!(p, ep, "live iter() payload of {h:?}");
-    }
-    drop(live);
+    agrees(model.check(&wal));
     drop(wal);
 
     let wal = Wal::open(dir, opts).unwrap();
     let report = wal.recovery_report();
-    assert_eq!(report.records, n, "{report:?}");
+    agrees(model.check_report(report));
     assert_eq!(report.torn_bytes, 0, "{report:?}");
-    let mut count = 0u64;
-    for (item, (eh, ep)) in wal.iter().zip(by_lsn.values()) {
-        let (h, p) = item.unwrap();
-        assert_eq!(h, *eh, "reopened iter() handle");
-        assert_eq!(p, *ep, "reopened iter() payload of {h:?}");
-        count += 1;
-    }
-    assert_eq!(count, n, "reopened iter() length");
-    assert_eq!(
-        wal.iter().count() as u64,
-        n,
-        "nothing after the last record"
-    );
+    agrees(model.check(&wal));
 }
 
 #[test]

@@ -1,42 +1,40 @@
 //! Directories the crate creates are durable: opening a log or a checkpoint store under missing parents fsyncs the parent of every level it created, so a power loss cannot take the whole log away with an unsynced ancestor.
 
+use crate::common::forwarding::{Forwarding, StorageCall, StorageHooks};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use streamwal::checkpoint::{CheckpointOptions, CheckpointStore};
-use streamwal::storage::{DirLock, MemStorage, OpenMode, Storage, StorageFile};
+use streamwal::storage::{MemStorage, Storage};
 use streamwal::{Wal, WalOptions};
 
-/// MemStorage that records every `sync_dir`.
+/// Every directory `sync_dir` was called on, in call order.
 #[derive(Debug, Clone, Default)]
-struct Recording {
-    inner: MemStorage,
-    synced: Arc<Mutex<Vec<PathBuf>>>,
+struct SyncedDirs(Arc<Mutex<Vec<PathBuf>>>);
+
+impl SyncedDirs {
+    fn recorded(&self) -> Vec<PathBuf> {
+        self.0.lock().unwrap().clone()
+    }
 }
 
-impl Storage for Recording {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
+impl StorageHooks for SyncedDirs {
+    fn before(&self, call: StorageCall<'_>) -> io::Result<()> {
+        if let StorageCall::SyncDir(dir) = call {
+            self.0.lock().unwrap().push(dir.to_path_buf());
+        }
+        Ok(())
     }
-    fn list(&self, dir: &Path) -> io::Result<Vec<streamwal::storage::DirEntry>> {
-        self.inner.list(dir)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        self.inner.open(path, mode)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.synced.lock().unwrap().push(dir.to_path_buf());
-        self.inner.sync_dir(dir)
-    }
-    fn try_lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
-        self.inner.try_lock_dir(dir)
-    }
+}
+
+/// A `MemStorage` holding `/data`, and the storage the test opens on it,
+/// which records every `sync_dir`.
+fn recording_storage() -> (Arc<Forwarding>, SyncedDirs) {
+    let mem = MemStorage::new();
+    mem.create_dir_all(Path::new("/data")).unwrap();
+    let synced = SyncedDirs::default();
+    let storage = Forwarding::new(Arc::new(mem), Arc::new(synced.clone()));
+    (Arc::new(storage), synced)
 }
 
 fn assert_each_level_synced(synced: &[PathBuf], root: &str, levels: &[&str]) {
@@ -55,10 +53,9 @@ fn assert_each_level_synced(synced: &[PathBuf], root: &str, levels: &[&str]) {
 
 #[test]
 fn a_log_under_missing_parents_syncs_every_created_level() {
-    let storage = Recording::default();
-    storage.inner.create_dir_all(Path::new("/data")).unwrap();
+    let (storage, synced) = recording_storage();
     let wal = Wal::open(
-        streamwal::Location::dir_on(Arc::new(storage.clone()), "/data/app/engine/wal"),
+        streamwal::Location::dir_on(storage, "/data/app/engine/wal"),
         WalOptions {
             segment_bytes: 4096,
             ..WalOptions::default()
@@ -66,19 +63,18 @@ fn a_log_under_missing_parents_syncs_every_created_level() {
     )
     .unwrap();
     wal.append(b"x").unwrap();
-    let synced = storage.synced.lock().unwrap().clone();
+    let synced = synced.recorded();
     assert_each_level_synced(&synced, "/data", &["app", "engine", "wal"]);
 }
 
 #[test]
 fn a_checkpoint_store_under_missing_parents_syncs_every_created_level() {
-    let storage = Recording::default();
-    storage.inner.create_dir_all(Path::new("/data")).unwrap();
+    let (storage, synced) = recording_storage();
     CheckpointStore::open(
-        streamwal::Location::dir_on(Arc::new(storage.clone()), "/data/app/ckpt"),
+        streamwal::Location::dir_on(storage, "/data/app/ckpt"),
         CheckpointOptions::default(),
     )
     .unwrap();
-    let synced = storage.synced.lock().unwrap().clone();
+    let synced = synced.recorded();
     assert_each_level_synced(&synced, "/data", &["app", "ckpt"]);
 }

@@ -1,11 +1,14 @@
 //! After a failed fsync the kernel may mark the dirty pages clean without writing them; a log reopened without a reboot then reads the record from the page cache, and a sync returns Ok without writing it. Recovery must rewrite what no later record proves durable, so that after a later power loss every record acknowledged after the reopen is still there.
 
+use crate::common::forwarding::{
+    FileCall, FileHooks, Forwarding, Returned, StorageCall, StorageHooks,
+};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use streamwal::storage::{DirLock, MemStorage, OpenMode, Storage, StorageFile};
+use streamwal::storage::{MemStorage, OpenMode, Storage};
 use streamwal::{Error, Wal, WalOptions};
 
 /// A disk under a page cache. The cache is a `MemStorage`; each file (an
@@ -27,14 +30,23 @@ struct Inode {
     dirty: Mutex<Vec<(u64, Vec<u8>)>>,
 }
 
+/// The hooks on one open file: its inode, and the disk's sync failure.
 #[derive(Debug)]
 struct DiskFile {
     inode: Arc<Inode>,
     fail_next_sync: Arc<AtomicBool>,
-    cache: Arc<dyn StorageFile>,
 }
 
 impl Disk {
+    /// The storage a log opens on this disk: the cache, with the hooks that
+    /// keep the durable images.
+    fn storage(&self) -> Arc<dyn Storage> {
+        Arc::new(Forwarding::new(
+            Arc::new(self.cache.clone()),
+            Arc::new(self.clone()),
+        ))
+    }
+
     /// Power loss: a new disk whose cache holds only the durable images.
     fn after_power_loss(&self) -> Disk {
         let next = Disk::default();
@@ -55,15 +67,22 @@ impl Disk {
     }
 }
 
-impl Storage for Disk {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.cache.create_dir_all(dir)
+impl StorageHooks for Disk {
+    fn before(&self, call: StorageCall<'_>) -> io::Result<()> {
+        if let StorageCall::Remove(path) = call {
+            self.inodes.lock().unwrap().remove(path);
+        }
+        Ok(())
     }
-    fn list(&self, dir: &Path) -> io::Result<Vec<streamwal::storage::DirEntry>> {
-        self.cache.list(dir)
+    fn after(&self, call: StorageCall<'_>) {
+        if let StorageCall::Rename { from, to } = call {
+            let mut inodes = self.inodes.lock().unwrap();
+            if let Some(inode) = inodes.remove(from) {
+                inodes.insert(to.to_path_buf(), inode);
+            }
+        }
     }
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        let cache = self.cache.open(path, mode)?;
+    fn file(&self, path: &Path, _mode: OpenMode) -> Option<Arc<dyn FileHooks>> {
         let inode = self
             .inodes
             .lock()
@@ -71,52 +90,17 @@ impl Storage for Disk {
             .entry(path.to_path_buf())
             .or_default()
             .clone();
-        Ok(Arc::new(DiskFile {
+        Some(Arc::new(DiskFile {
             inode,
             fail_next_sync: self.fail_next_sync.clone(),
-            cache,
         }))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.cache.rename(from, to)?;
-        let mut inodes = self.inodes.lock().unwrap();
-        if let Some(inode) = inodes.remove(from) {
-            inodes.insert(to.to_path_buf(), inode);
-        }
-        Ok(())
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inodes.lock().unwrap().remove(path);
-        self.cache.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.cache.sync_dir(dir)
-    }
-    fn try_lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
-        self.cache.try_lock_dir(dir)
     }
 }
 
-impl StorageFile for DiskFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.cache.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.cache.write_at(buf, offset)?;
-        self.inode
-            .dirty
-            .lock()
-            .unwrap()
-            .push((offset, buf.to_vec()));
-        Ok(())
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.cache.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.cache.set_len(len)
-    }
-    fn sync_data(&self) -> io::Result<()> {
+impl DiskFile {
+    /// `sync_data` and `sync_all` alike: the writes since the last sync
+    /// reach the durable image, or, on an injected failure, never will.
+    fn sync(&self) -> io::Result<()> {
         let writes = std::mem::take(&mut *self.inode.dirty.lock().unwrap());
         if self.fail_next_sync.swap(false, Ordering::SeqCst) {
             // EIO, and the pages are now clean: those writes never land.
@@ -132,8 +116,24 @@ impl StorageFile for DiskFile {
         }
         Ok(())
     }
-    fn sync_all(&self) -> io::Result<()> {
-        self.sync_data()
+}
+
+impl FileHooks for DiskFile {
+    /// The cache's own sync (a `MemStorage`'s does nothing) runs after this.
+    fn before(&self, call: FileCall<'_>) -> io::Result<()> {
+        match call {
+            FileCall::SyncData | FileCall::SyncAll => self.sync(),
+            _ => Ok(()),
+        }
+    }
+    fn after(&self, call: FileCall<'_>, _returned: Returned) {
+        if let FileCall::WriteAt { offset, buf } = call {
+            self.inode
+                .dirty
+                .lock()
+                .unwrap()
+                .push((offset, buf.to_vec()));
+        }
     }
 }
 
@@ -147,7 +147,7 @@ fn records_acknowledged_after_a_failed_fsync_and_reopen_survive_power_loss() {
     };
     let disk = Disk::default();
     let wal = Wal::open(
-        streamwal::Location::dir_on(Arc::new(disk.clone()), dir),
+        streamwal::Location::dir_on(disk.storage(), dir),
         opts.clone(),
     )
     .unwrap();
@@ -162,7 +162,7 @@ fn records_acknowledged_after_a_failed_fsync_and_reopen_survive_power_loss() {
 
     // Reopen without a reboot: the page cache still shows the record.
     let wal = Wal::open(
-        streamwal::Location::dir_on(Arc::new(disk.clone()), dir),
+        streamwal::Location::dir_on(disk.storage(), dir),
         opts.clone(),
     )
     .unwrap();
@@ -173,7 +173,7 @@ fn records_acknowledged_after_a_failed_fsync_and_reopen_survive_power_loss() {
     drop(wal);
 
     let after = disk.after_power_loss();
-    let wal = Wal::open(streamwal::Location::dir_on(Arc::new(after), dir), opts)
+    let wal = Wal::open(streamwal::Location::dir_on(after.storage(), dir), opts)
         .unwrap_or_else(|e| panic!("acknowledged records became unrecoverable: {e}"));
     for (h, payload) in &acked {
         assert_eq!(&wal.read(h).unwrap(), payload, "record {}", h.lsn());

@@ -5,6 +5,7 @@
 //! and a sparse tail of gigabytes.
 #![allow(unsafe_code)] // fork(2) and waitpid(2), in one test
 
+use crate::common::forwarding::{FileCall, FileHooks, Forwarding, Returned, StorageHooks};
 use crate::common::test_name;
 use std::collections::BTreeMap;
 use std::io;
@@ -15,7 +16,7 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 use streamwal::checkpoint::{Checkpoint, CheckpointOptions, CheckpointStore, checkpoint_file_name};
 use streamwal::limits::SEGMENT_HEADER_BYTES;
-use streamwal::storage::{DirEntry, DirLock, OpenMode, StdStorage, Storage, StorageFile};
+use streamwal::storage::{OpenMode, StdStorage};
 use streamwal::tracker::TrackerState;
 use streamwal::wal::format::{FrameHeader, SegmentHeader, encode_frame};
 use streamwal::wal::{scan_log, segment_file_name};
@@ -305,72 +306,21 @@ fn a_log_of_more_segments_than_descriptors_opens_reads_and_appends() {
 
 // ----------------------------------------------------------- sparse tails
 
-/// The real file system, counting the bytes read through it.
-#[derive(Debug, Default)]
-struct CountingStorage {
-    inner: StdStorage,
-    read: Arc<AtomicU64>,
-}
+/// Counts the bytes read through every file of a storage.
+#[derive(Debug, Clone, Default)]
+struct BytesRead(Arc<AtomicU64>);
 
-#[derive(Debug)]
-struct CountingFile {
-    inner: Arc<dyn StorageFile>,
-    read: Arc<AtomicU64>,
-}
-
-impl Storage for CountingStorage {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
-        self.inner.list(dir)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(CountingFile {
-            inner: self.inner.open(path, mode)?,
-            read: self.read.clone(),
-        }))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn try_lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
-        self.inner.try_lock_dir(dir)
+impl StorageHooks for BytesRead {
+    fn file(&self, _path: &Path, _mode: OpenMode) -> Option<Arc<dyn FileHooks>> {
+        Some(Arc::new(self.clone()))
     }
 }
 
-impl StorageFile for CountingFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let n = self.inner.read_at(buf, offset)?;
-        self.read.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_at(buf, offset)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.inner.sync_all()
-    }
-    fn allocate(&self, len: u64) -> io::Result<bool> {
-        self.inner.allocate(len)
-    }
-    fn data_range(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
-        self.inner.data_range(offset)
+impl FileHooks for BytesRead {
+    fn after(&self, call: FileCall<'_>, returned: Returned) {
+        if let (FileCall::ReadAt { .. }, Returned::Read(n)) = (call, returned) {
+            self.0.fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -394,11 +344,15 @@ fn a_sparse_tail_is_skipped_not_read() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wal");
     log_with_sparse_tail(&dir);
-    let storage = Arc::new(CountingStorage::default());
-    let read = storage.read.clone();
-    let wal = Wal::open(streamwal::Location::dir_on(storage, &dir), small()).unwrap();
+    let read = BytesRead::default();
+    let storage = Forwarding::new(Arc::new(StdStorage::new()), Arc::new(read.clone()));
+    let wal = Wal::open(
+        streamwal::Location::dir_on(Arc::new(storage), &dir),
+        small(),
+    )
+    .unwrap();
     assert_eq!(records(&wal).len(), 3);
-    let bytes = read.load(Ordering::Relaxed);
+    let bytes = read.0.load(Ordering::Relaxed);
     assert!(
         bytes < 64 << 20,
         "read {bytes} bytes of a log holding a few hundred and an {HOLE_BYTES}-byte hole"

@@ -4,11 +4,14 @@
 //! Spares for large records are allocated (`fallocate`), for small records
 //! zero-filled.
 
+use crate::common::forwarding::{
+    FileCall, FileHooks, Forwarding, Returned, StorageCall, StorageHooks,
+};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use streamwal::storage::{DirLock, OpenMode, StdStorage, Storage, StorageFile};
+use streamwal::storage::{OpenMode, StdStorage, Storage};
 use streamwal::{Wal, WalOptions};
 
 fn opts() -> WalOptions {
@@ -138,10 +141,11 @@ impl Gate {
     }
 }
 
-/// The real file system with a fault, counting successful `allocate` calls.
-#[derive(Debug)]
+/// A fault on the real file system, and a count of successful `allocate`
+/// calls: the hooks of the storage from [`Hooked::storage`] and of each of
+/// its files.
+#[derive(Debug, Clone)]
 struct Hooked {
-    inner: StdStorage,
     fault: Fault,
     allocated: Arc<AtomicU64>,
     gate: Arc<Gate>,
@@ -150,23 +154,20 @@ struct Hooked {
 impl Hooked {
     fn new(fault: Fault) -> Hooked {
         Hooked {
-            inner: StdStorage::new(),
             fault,
             allocated: Arc::default(),
             gate: Arc::default(),
         }
     }
-}
 
-#[derive(Debug)]
-struct HookedFile {
-    inner: Arc<dyn StorageFile>,
-    fault: Fault,
-    allocated: Arc<AtomicU64>,
-    gate: Arc<Gate>,
-}
+    /// The real file system with these hooks.
+    fn storage(&self) -> Arc<dyn Storage> {
+        Arc::new(Forwarding::new(
+            Arc::new(StdStorage::new()),
+            Arc::new(self.clone()),
+        ))
+    }
 
-impl HookedFile {
     fn before_sync(&self) -> io::Result<()> {
         match self.fault {
             Fault::SpareSync if on_preparer_thread() => {
@@ -181,45 +182,9 @@ impl HookedFile {
     }
 }
 
-impl StorageFile for HookedFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_at(buf, offset)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.before_sync()?;
-        self.inner.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.before_sync()?;
-        self.inner.sync_all()
-    }
-    fn allocate(&self, len: u64) -> io::Result<bool> {
-        let done = self.inner.allocate(len)?;
-        if done {
-            self.allocated.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(done)
-    }
-}
-
-impl Storage for Hooked {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<streamwal::storage::DirEntry>> {
-        self.inner.list(dir)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        if mode == OpenMode::CreateNew {
+impl StorageHooks for Hooked {
+    fn before(&self, call: StorageCall<'_>) -> io::Result<()> {
+        if let StorageCall::Open(path, OpenMode::CreateNew) = call {
             let first = path.ends_with("00000000000000000001.wal.tmp");
             match self.fault {
                 Fault::SpareCreate if on_preparer_thread() => {
@@ -232,24 +197,24 @@ impl Storage for Hooked {
                 _ => {}
             }
         }
-        Ok(Arc::new(HookedFile {
-            inner: self.inner.open(path, mode)?,
-            fault: self.fault,
-            allocated: self.allocated.clone(),
-            gate: self.gate.clone(),
-        }))
+        Ok(())
     }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
+    fn file(&self, _path: &Path, _mode: OpenMode) -> Option<Arc<dyn FileHooks>> {
+        Some(Arc::new(self.clone()))
     }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
+}
+
+impl FileHooks for Hooked {
+    fn before(&self, call: FileCall<'_>) -> io::Result<()> {
+        match call {
+            FileCall::SyncData | FileCall::SyncAll => self.before_sync(),
+            _ => Ok(()),
+        }
     }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn try_lock_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
-        self.inner.try_lock_dir(dir)
+    fn after(&self, call: FileCall<'_>, returned: Returned) {
+        if let (FileCall::Allocate(_), Returned::Allocated(true)) = (call, returned) {
+            self.allocated.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -269,7 +234,7 @@ fn a_failed_background_preparation_falls_back_to_the_appender() {
     for fault in [Fault::SpareCreate, Fault::SpareSync, Fault::SparePanic] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("wal");
-        let storage = Arc::new(Hooked::new(fault));
+        let storage = Hooked::new(fault).storage();
         let d = dir.clone();
         let stats = finishes(move || append_and_check(storage, &d));
         assert!(stats.segments_created >= 5, "{fault:?} {stats:?}");
@@ -285,7 +250,7 @@ fn a_segment_that_cannot_be_created_fails_the_append_and_poisons() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wal");
     let wal = Wal::open(
-        streamwal::Location::dir_on(Arc::new(Hooked::new(Fault::CreateAfterFirst)), &dir),
+        streamwal::Location::dir_on(Hooked::new(Fault::CreateAfterFirst).storage(), &dir),
         opts(),
     )
     .unwrap();
@@ -312,9 +277,9 @@ fn a_segment_that_cannot_be_created_fails_the_append_and_poisons() {
 fn closing_during_preparation_leaves_no_spare() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wal");
-    let storage = Arc::new(Hooked::new(Fault::SpareSyncWaits));
-    let gate = storage.gate.clone();
-    let wal = Wal::open(streamwal::Location::dir_on(storage, &dir), opts()).unwrap();
+    let hooked = Hooked::new(Fault::SpareSyncWaits);
+    let gate = hooked.gate.clone();
+    let wal = Wal::open(streamwal::Location::dir_on(hooked.storage(), &dir), opts()).unwrap();
     // Fill past half the first segment, not to its end (records of 4,040
     // bytes in 64 KiB): the spare thread starts and stops inside its sync.
     for i in 0..9 {
@@ -335,7 +300,8 @@ fn closing_during_preparation_leaves_no_spare() {
 fn spares_for(len: usize, count: u32) -> (streamwal::WalStats, u64) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wal");
-    let storage = Arc::new(Hooked::new(Fault::None));
+    let hooked = Hooked::new(Fault::None);
+    let storage = hooked.storage();
     let opts = WalOptions {
         segment_bytes: 1 << 20,
         ..WalOptions::default()
@@ -354,7 +320,7 @@ fn spares_for(len: usize, count: u32) -> (streamwal::WalStats, u64) {
     let wal = Wal::open(streamwal::Location::dir_on(storage.clone(), &dir), opts).unwrap();
     let got: Vec<Vec<u8>> = wal.iter().map(|r| r.unwrap().1).collect();
     assert_eq!(got, (0..count).map(data).collect::<Vec<_>>());
-    (stats, storage.allocated.load(Ordering::SeqCst))
+    (stats, hooked.allocated.load(Ordering::SeqCst))
 }
 
 #[test]

@@ -6,6 +6,8 @@
 pub mod objects;
 
 pub mod context;
+pub mod forwarding;
+pub mod log_model;
 pub mod rng;
 
 /// The name libtest knows a test by in this binary (`module::test`), from

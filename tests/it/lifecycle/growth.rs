@@ -1,6 +1,7 @@
 //! The record-size bound, rollover across many small segments, and retention by LSN and by time across reopen.
 
 use super::*;
+use crate::common::log_model::{LogModel, agrees};
 
 // ---------------------------------------------------------------- record size
 
@@ -162,32 +163,19 @@ fn rollover_across_dozens_of_small_segments() {
 
 // ---------------------------------------------------------------- retention
 
-/// Check a log whose records before `first` were purged.
+/// Check a log of `records` whose records before `first` were purged:
+/// everything it shows, and `iter_from` of the first and the last purged
+/// LSN.
 fn assert_retained(wal: &Wal, records: &Records, first: u64) {
-    let kept = &records[first as usize - 1..];
-    assert_eq!(wal.first_lsn(), Some(first));
-    assert_eq!(all_records(wal), kept);
-    assert_reads(wal, &kept.to_vec());
-    for (h, _) in &records[..first as usize - 1] {
-        match wal.read(h) {
-            Err(Error::NotFound { lsn, segment }) => {
-                assert_eq!((lsn, segment), (h.lsn(), h.segment()));
-            }
-            other => panic!("read of purged lsn {}: {other:?}", h.lsn()),
-        }
-    }
+    let mut model = agrees(LogModel::of(records));
+    model.purged_before(first);
+    agrees(model.check(wal));
     for lsn in [1, first - 1] {
         if lsn == 0 || lsn >= first {
             continue;
         }
-        let mut it = wal.iter_from(lsn);
-        match it.next() {
-            Some(Err(Error::NotFound { lsn: l, .. })) => assert_eq!(l, lsn),
-            other => panic!("iter_from(purged {lsn}) gave {other:?}"),
-        }
+        agrees(model.check_iter_from(wal, lsn));
     }
-    let got: Records = wal.iter_from(first).map(|r| r.unwrap()).collect();
-    assert_eq!(got, kept);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! operation sequences, on every backend.
 
 use super::*;
+use crate::common::log_model::{LogModel, agrees};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -39,114 +40,17 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// What the model knows of one record.
-#[derive(Debug, Clone)]
-struct Rec {
-    handle: RecordHandle,
-    payload: Vec<u8>,
-    time: u64,
-}
-
-/// The log as a list of records, and where its retained part starts.
-struct Model {
-    records: Vec<Rec>,
-    first: u64,
-    /// The newest object holds no record (a claim after an open), so every
-    /// object holding records may be deleted.
-    claim_newest: bool,
-}
-
-impl Model {
-    fn retained(&self) -> impl Iterator<Item = &Rec> {
-        self.records.iter().filter(|r| r.handle.lsn() >= self.first)
-    }
-
-    /// Retention deletes the oldest objects whose records all qualify,
-    /// stopping at the first that does not, never the newest object, and
-    /// skipping claims (which hold no records). The new first LSN.
-    fn predict_purge(&self, qualifies: impl Fn(&Rec) -> bool) -> u64 {
-        let mut groups: Vec<Vec<&Rec>> = Vec::new();
-        for r in self.retained() {
-            match groups.last_mut() {
-                Some(g) if g[0].handle.segment() == r.handle.segment() => g.push(r),
-                _ => groups.push(vec![r]),
-            }
-        }
-        let deletable = if self.claim_newest {
-            groups.len()
-        } else {
-            groups.len().saturating_sub(1)
-        };
-        let removed = groups[..deletable]
-            .iter()
-            .take_while(|g| g.iter().all(|r| qualifies(r)))
-            .count();
-        groups
-            .get(removed)
-            .map_or(self.records.len() as u64 + 1, |g| g[0].handle.lsn())
-    }
-
-    fn accept(&mut self, handle: RecordHandle, payload: &[u8], time: u64) {
-        assert_eq!(
-            handle.lsn(),
-            self.records.len() as u64 + 1,
-            "LSNs are dense"
-        );
-        assert_eq!(handle.len() as usize, payload.len());
-        self.records.push(Rec {
-            handle,
-            payload: payload.to_vec(),
-            time,
-        });
-        self.claim_newest = false;
-    }
-
-    /// Everything the log shows agrees with the model.
-    fn check(&self, wal: &Wal) {
-        let next = self.records.len() as u64 + 1;
-        assert_eq!(wal.next_lsn(), next);
-        let any = self.first < next;
-        assert_eq!(wal.first_lsn(), any.then_some(self.first));
-        assert_eq!(wal.last_lsn(), any.then_some(next - 1));
-        check_iter(wal.iter(), self, self.first);
-        for r in &self.records {
-            match wal.read(&r.handle) {
-                Ok(p) => {
-                    assert!(r.handle.lsn() >= self.first, "read a purged record");
-                    assert_eq!(p, r.payload);
-                }
-                Err(Error::NotFound { .. }) => assert!(r.handle.lsn() < self.first),
-                Err(e) => panic!("{e:?}"),
-            }
-        }
-    }
-}
-
-fn check_iter(iter: streamwal::WalIter, m: &Model, from: u64) {
-    let got: Vec<(RecordHandle, Vec<u8>)> = iter.collect::<Result<_, _>>().unwrap();
-    let want: Vec<(RecordHandle, Vec<u8>)> = m
-        .retained()
-        .filter(|r| r.handle.lsn() >= from)
-        .map(|r| (r.handle, r.payload.clone()))
-        .collect();
-    assert_eq!(got, want, "iteration from {from}");
-}
-
 /// Run `ops` against the log at `sub` and a model of it.
 fn run_model(b: &dyn Backend, sub: &str, ops: &[Op]) {
     let mut wal = open(b, sub);
-    let mut m = Model {
-        records: Vec::new(),
-        first: 1,
-        claim_newest: true,
-    };
+    let mut m = LogModel::new();
     for op in ops {
         match op {
-            Op::Append(p, t) => m.accept(wal.append_at(p, *t).unwrap(), p, *t),
+            Op::Append(p, t) => agrees(m.acknowledge(wal.append_at(p, *t).unwrap(), p, Some(*t))),
             Op::Batch(ps, t) => {
                 let hs = wal.append_batch_at(ps, *t).unwrap();
                 for (h, p) in hs.into_iter().zip(ps) {
-                    m.accept(h, p, *t);
+                    agrees(m.acknowledge(h, p, Some(*t)));
                 }
             }
             Op::TooLarge => {
@@ -156,51 +60,42 @@ fn run_model(b: &dyn Backend, sub: &str, ops: &[Op]) {
             Op::Reopen => {
                 drop(wal);
                 wal = open(b, sub);
-                let report = wal.recovery_report();
-                assert_eq!(report.records, m.retained().count() as u64);
-                m.claim_newest = true;
+                agrees(m.check_report(wal.recovery_report()));
+                // An open claims a new object, which holds no record.
+                m.set_tail_empty(true);
             }
             Op::PurgeLsn(k) => {
-                let lsn = u64::from(*k) % (m.records.len() as u64 + 2);
-                let first = m.predict_purge(|r| r.handle.lsn() < lsn);
+                let lsn = u64::from(*k) % (m.records().len() as u64 + 2);
+                let (first, _) = m.predict_purge(|r| r.handle.lsn() < lsn);
                 wal.purge_before_lsn(lsn).unwrap();
-                m.first = first.max(m.first);
+                m.purged_before(first);
             }
             Op::PurgeTime(time) => {
-                let first = m.predict_purge(|r| r.time < *time);
+                let (first, _) = m.predict_purge(|r| r.time.is_some_and(|t| t < *time));
                 wal.purge_before_time(*time).unwrap();
-                m.first = first.max(m.first);
+                m.purged_before(first);
             }
             Op::Read(k) => {
-                if let Some(r) = m.records.get(*k as usize % m.records.len().max(1)) {
-                    match wal.read(&r.handle) {
-                        Ok(p) => assert_eq!(p, r.payload),
-                        Err(Error::NotFound { .. }) => assert!(r.handle.lsn() < m.first),
-                        Err(e) => panic!("{e:?}"),
-                    }
+                if let Some(r) = m.records().get(*k as usize % m.records().len().max(1)) {
+                    agrees(m.check_read(&wal, r));
                 }
             }
             Op::IterFrom(k) => {
-                let from = 1 + u64::from(*k) % (m.records.len() as u64 + 2);
-                let mut it = wal.iter_from(from);
-                if from < m.first {
-                    assert!(matches!(it.next(), Some(Err(Error::NotFound { .. }))));
-                } else {
-                    check_iter(it, &m, from);
-                }
+                let from = 1 + u64::from(*k) % (m.records().len() as u64 + 2);
+                agrees(m.check_iter_from(&wal, from));
             }
             Op::IterThenAppend(p) => {
                 let held = wal.iter();
                 let h = wal.append_at(p, 0).unwrap();
-                check_iter(held, &m, m.first);
-                m.accept(h, p, 0);
+                agrees(m.check_iter(held, m.retained_first(), "iter() made before an append"));
+                agrees(m.acknowledge(h, p, Some(0)));
             }
         }
-        m.check(&wal);
+        agrees(m.check(&wal));
     }
     drop(wal);
     let wal = open(b, sub);
-    m.check(&wal);
+    agrees(m.check(&wal));
 }
 
 proptest! {
