@@ -136,6 +136,18 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     let sent = demo.next_id.load(Ordering::SeqCst);
     let (_, _, out_dir) = engine::layout(&dir);
     let mut verdict = check::verify(&out_dir, sent, &demo.stats.acked);
+    // The running counts, as an engine restarted now would find them.
+    let running = engine::running_counts(&dir, demo.store.as_deref());
+    verdict.running_counts = Some(match running {
+        Ok(running) => match check::check_running_counts(&running, &verdict.expected_counts) {
+            None => Ok(running.values().sum()),
+            Some(wrong) => Err(wrong),
+        },
+        Err(e) => Err(format!("cannot read the running counts: {e}")),
+    });
+    if let Some(Err(wrong)) = &verdict.running_counts {
+        verdict.problems.push(wrong.clone());
+    }
     if demo.stats.protocol_errors > 0 {
         verdict.problems.push(format!(
             "{} garbled protocol lines from the worker",

@@ -21,6 +21,9 @@ pub struct Verdict {
     pub unacked_counted: u64,
     /// Words counted across all files.
     pub words: u64,
+    /// Each word's occurrences in the records counted (each record once):
+    /// what the running counts must hold.
+    pub expected_counts: BTreeMap<String, u64>,
     /// Acknowledged records never counted.
     pub lost: u64,
     /// Records counted more than once.
@@ -29,6 +32,9 @@ pub struct Verdict {
     pub invented: u64,
     /// Files whose word counts are not those of the records they list.
     pub miscounted: u64,
+    /// The running counts' check: the words they hold, or what is wrong
+    /// (`None`: not checked).
+    pub running_counts: Option<Result<u64, String>>,
     /// Everything wrong, one line each (at most a few of each kind).
     pub problems: Vec<String>,
 }
@@ -114,6 +120,11 @@ pub fn verify(out: &Path, sent: u64, acked: &[bool]) -> Verdict {
         v.words += batch.counts.values().sum::<u64>();
     }
     for (id, &n) in times.iter().enumerate() {
+        if n > 0 {
+            for w in record_words(id as u64) {
+                *v.expected_counts.entry(w.to_string()).or_default() += 1;
+            }
+        }
         let was_acked = acked.get(id).copied().unwrap_or(false);
         match (was_acked, n) {
             (true, 1) => v.acked_once += 1,
@@ -140,6 +151,29 @@ pub fn verify(out: &Path, sent: u64, acked: &[bool]) -> Verdict {
         v.problem("no record was acknowledged and counted: the run proved nothing".into());
     }
     v
+}
+
+/// Compare the running counts a recovered engine holds with the words of
+/// every record counted exactly once; `None` if they agree, else what is
+/// wrong.
+pub fn check_running_counts(
+    running: &BTreeMap<String, u64>,
+    expected: &BTreeMap<String, u64>,
+) -> Option<String> {
+    let words: std::collections::BTreeSet<&String> =
+        expected.keys().chain(running.keys()).collect();
+    let wrong: Vec<&String> = words
+        .into_iter()
+        .filter(|w| running.get(*w) != expected.get(*w))
+        .collect();
+    let first = wrong.first()?;
+    Some(format!(
+        "the running counts differ for {} words (first: {first:?} holds {:?}; \
+         the records counted say {:?})",
+        wrong.len(),
+        running.get(*first),
+        expected.get(*first)
+    ))
 }
 
 #[cfg(test)]

@@ -465,6 +465,16 @@ impl Stats {
                 ),
             ),
             (
+                "running counts",
+                match &v.running_counts {
+                    Some(Ok(words)) => format!(
+                        "PASS ({words} words in keyed state, each acknowledged line's once)"
+                    ),
+                    Some(Err(_)) => "FAIL (see the problems below)".to_string(),
+                    None => "not checked".to_string(),
+                },
+            ),
+            (
                 "recovery time",
                 format!(
                     "mean {:.1} ms, max {:.1} ms (get_or_create)",

@@ -5,8 +5,10 @@
 //! stores each block in the receiver log, journals it with `add_block`, and
 //! only then acknowledges it with an `ack` line. The main thread recovers the
 //! context with `get_or_create`, reruns the batches it owes, then runs a
-//! batch every second: allocate, read, count words, write the batch's output
-//! file atomically, commit, clean up, checkpoint.
+//! batch every second: open the batch's state, allocate, read, count words,
+//! add them to the running counts (keyed state, operator `counts`), write
+//! the batch's output file atomically, commit (state, then tracker), clean
+//! up, checkpoint.
 //!
 //! Lines on stdout (each printed only after what it reports is durable):
 //! - `open MICROS BATCHES fresh|recovered`: the context is open; recovery took
@@ -102,30 +104,10 @@ fn lib(what: &str) -> impl Fn(streamwal::Error) -> String + '_ {
 /// Run the worker in `dir` (logs and checkpoints at `store` if given) until
 /// stdin ends and everything is drained.
 pub fn run_worker(dir: &Path, store: Option<&str>) -> Result<(), String> {
-    let (ckpt_dir, rx_dir, out_dir) = layout(dir);
+    let (_, _, out_dir) = layout(dir);
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-    let opened = match store {
-        None => streamwal::StreamingContext::builder(&ckpt_dir)
-            .receiver_log(&rx_dir)
-            .options(options())
-            .now_ms(now_ms())
-            .get_or_create(Graph::word_count),
-        #[cfg(feature = "object-store")]
-        Some(url) => streamwal::Location::parse(url).and_then(|loc| {
-            streamwal::StreamingContext::builder(loc)
-                .options(options())
-                .now_ms(now_ms())
-                .get_or_create(Graph::word_count)
-        }),
-        #[cfg(not(feature = "object-store"))]
-        Some(_) => {
-            return Err("this streamwal was built without object storage; \
-                        build it with `--features object-store` for --store"
-                .into());
-        }
-    };
-    let mut ctx = opened.map_err(lib("recovery failed"))?;
+    let mut ctx = open_context(dir, store)?;
     let recovered = ctx.recovered.clone();
     say(&format!(
         "open {} {} {}",
@@ -184,8 +166,55 @@ pub fn run_worker(dir: &Path, store: Option<&str>) -> Result<(), String> {
     }
 }
 
-/// Run the batch at `t` (idempotent: a rerun gives the same output).
+/// The operator holding the running word counts.
+pub const COUNTS: &str = "counts";
+
+/// Open the context as the worker does (the layout in `dir`, or `store`).
+fn open_context(dir: &Path, store: Option<&str>) -> Result<StreamingContext<Graph>, String> {
+    let (ckpt_dir, rx_dir, _) = layout(dir);
+    let opened = match store {
+        None => streamwal::StreamingContext::builder(&ckpt_dir)
+            .receiver_log(&rx_dir)
+            .options(options())
+            .now_ms(now_ms())
+            .get_or_create(Graph::word_count),
+        #[cfg(feature = "object-store")]
+        Some(url) => streamwal::Location::parse(url).and_then(|loc| {
+            streamwal::StreamingContext::builder(loc)
+                .options(options())
+                .now_ms(now_ms())
+                .get_or_create(Graph::word_count)
+        }),
+        #[cfg(not(feature = "object-store"))]
+        Some(_) => {
+            return Err("this streamwal was built without object storage; \
+                        build it with `--features object-store` for --store"
+                .into());
+        }
+    };
+    opened.map_err(lib("recovery failed"))
+}
+
+/// The running counts as a restarted engine would find them: the context
+/// recovered as the README says, the `counts` operator read as of the last
+/// committed batch. Run after the last worker exited (it holds the locks).
+pub fn running_counts(dir: &Path, store: Option<&str>) -> Result<BTreeMap<String, u64>, String> {
+    let ctx = open_context(dir, store)?;
+    let counts = ctx
+        .state::<String, u64>(COUNTS)
+        .map_err(lib("running counts"))?;
+    Ok(counts
+        .iter()
+        .map_err(lib("running counts"))?
+        .into_iter()
+        .collect())
+}
+
+/// Run the batch at `t` (idempotent: a rerun gives the same output, and
+/// the running counts take its words once, when it commits).
 fn run_batch(ctx: &mut StreamingContext<Graph>, out_dir: &Path, t: u64) -> Result<(), String> {
+    ctx.begin_batch(t)
+        .map_err(lib("opening the batch's state"))?;
     let blocks = ctx
         .tracker
         .allocate_blocks_to_batch(t)
@@ -200,10 +229,19 @@ fn run_batch(ctx: &mut StreamingContext<Graph>, out_dir: &Path, t: u64) -> Resul
         }
     }
     let output = BatchOutput::count(t, records);
+    let running = ctx
+        .state::<String, u64>(COUNTS)
+        .map_err(lib("running counts"))?;
+    for (word, n) in &output.counts {
+        let before = running.get(word).map_err(lib("running counts"))?;
+        running
+            .put(word.clone(), before.unwrap_or(0) + n)
+            .map_err(lib("running counts"))?;
+    }
     output
         .write_atomically(out_dir)
         .map_err(|e| format!("cannot write the output of batch {t}: {e}"))?;
-    ctx.tracker.commit_batch(t).map_err(lib("commit"))?;
+    ctx.commit_batch(t).map_err(lib("commit"))?;
     // Every batch before `t` is committed: forget them and free their blocks.
     ctx.tracker.cleanup(t).map_err(lib("cleanup"))?;
     ctx.tracker

@@ -1,4 +1,4 @@
-//! `streamwal demo` end to end: the real binary kills its worker with SIGKILL three times, recovers each time, and its exactly-once check passes.
+//! `streamwal demo` end to end: the real binary kills its worker with SIGKILL three times, recovers each time, and its exactly-once check and its running-counts check (keyed state) pass.
 
 use std::process::Command;
 
@@ -30,6 +30,9 @@ fn demo_survives_three_kills_with_exactly_once_output() {
         "0 / 0 / 0",
         "{context}"
     );
+    // The running counts in keyed state, read back by a recovered context,
+    // hold every counted record's words exactly once.
+    assert!(row("running counts").starts_with("PASS"), "{context}");
     let acked: u64 = row("records acknowledged").parse().unwrap();
     assert!(acked > 0, "{context}");
     // Every batch's output is a file in the sink.

@@ -200,7 +200,7 @@ impl CheckpointBackend for FileCheckpoints {
 
     /// Never `None`: a file that vanished is an [`Error::Io`] (`NotFound`).
     fn get(&self, listed: &Listed) -> Result<Option<Vec<u8>>> {
-        let at = &listed.shown;
+        let at = &self.dir.join(&listed.name);
         let (file, _, file_len) = self.read_header(listed.batch_time, at)?;
         // `read_header` checked the length against the header, whose body
         // length `decode` bounded by DECODE_BYTES_MAX.

@@ -8,7 +8,9 @@ mod format;
 mod store;
 mod writer;
 
-pub(crate) use backend::{CheckpointBackend, Listed, Listing};
+pub(crate) use backend::CheckpointBackend;
+#[cfg(feature = "object-store")]
+pub(crate) use backend::{Listed, Listing};
 pub(crate) use files::FileCheckpoints;
 pub use files::checkpoint_file_name;
 /// The checkpoint file codec, for the crate's own tools (feature

@@ -30,6 +30,7 @@ mod sim_tracker;
 mod sim_wal;
 mod smoke;
 mod state;
+mod state_crash;
 mod torn_tail;
 mod tracker;
 mod tracker_model;
