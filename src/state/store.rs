@@ -61,6 +61,10 @@ pub struct StateStore {
     opts: StateOptions,
     inner: Mutex<Inner>,
     snapshot: Arc<SnapshotSlot>,
+    /// Whether snapshots may run on a thread of their own: not on a storage
+    /// that needs every I/O in call order (the simulator, the fault
+    /// injector), where they run inside the commit that starts them.
+    background: bool,
     report: StateReport,
 }
 
@@ -127,6 +131,9 @@ impl StateStore {
             ));
         }
         let location = location.into();
+        let background = location
+            .storage()
+            .is_none_or(|storage| storage.allows_background_io());
         let snapshots = CheckpointStore::open(
             location.child(STATE_SNAPSHOTS_NAME)?,
             CheckpointOptions {
@@ -214,6 +221,7 @@ impl StateStore {
                 stats: StateStats::default(),
             }),
             snapshot: Arc::new(SnapshotSlot::default()),
+            background,
             report,
         })
     }
@@ -395,7 +403,10 @@ impl StateStore {
         let due = inner.stats.batches_since_snapshot >= self.opts.snapshot_every_batches
             || inner.stats.bytes_since_snapshot >= self.opts.snapshot_every_bytes;
         if due {
-            self.start_snapshot(&mut inner, false)?;
+            // In call order (no background I/O), a failed snapshot is
+            // reported in the stats, as a background one is: the batch is
+            // committed either way.
+            let _ = self.start_snapshot(&mut inner, !self.background);
         }
         Ok(())
     }

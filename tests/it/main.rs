@@ -26,6 +26,7 @@ mod prepare_ahead;
 mod recovery;
 mod recovery_crash;
 mod sim_checkpoint;
+mod sim_state;
 mod sim_tracker;
 mod sim_wal;
 mod smoke;
