@@ -225,3 +225,50 @@ fn a_file_url_is_the_local_durable_layout() {
         .unwrap();
     assert_eq!(ctx.recovered.unwrap().unallocated[&0], vec![a]);
 }
+
+#[test]
+fn keyed_state_recovers_from_object_storage_and_a_taken_over_driver_cannot_commit() {
+    for b in backends("orec_state") {
+        let ctx = open(&*b, 0).unwrap();
+        let counts = ctx.state::<String, u64>("counts").unwrap();
+        for t in 1..=4u64 {
+            ctx.begin_batch(t * 1_000).unwrap();
+            counts.put(format!("k{t}"), t).unwrap();
+            counts.put("all".into(), t).unwrap();
+            ctx.commit_batch(t * 1_000).unwrap();
+            if t == 2 {
+                ctx.state.snapshot_now().unwrap();
+            }
+        }
+        // A batch in flight when the driver is replaced.
+        ctx.begin_batch(5_000).unwrap();
+        counts.put("lost".into(), 5).unwrap();
+
+        let next = open(&*b, 4_000).unwrap();
+        let report = next.state.report();
+        assert_eq!(
+            report.snapshot_used.as_ref().map(|s| s.1),
+            Some(2_000),
+            "{}",
+            b.name()
+        );
+        assert_eq!(report.deltas_replayed, [3_000, 4_000], "{}", b.name());
+        let mine = next.state::<String, u64>("counts").unwrap();
+        let want: Vec<(String, u64)> = [("all", 4), ("k1", 1), ("k2", 2), ("k3", 3), ("k4", 4)]
+            .map(|(k, v)| (k.to_string(), v))
+            .into();
+        assert_eq!(mine.iter().unwrap(), want, "{}", b.name());
+        // The old driver's commit lands nowhere the new one reads.
+        let old = ctx.commit_batch(5_000);
+        assert!(
+            matches!(
+                old,
+                Err(Error::LogTakenOver { .. }) | Err(Error::Fenced { .. })
+            ),
+            "{}: {old:?}",
+            b.name()
+        );
+        drop((counts, ctx));
+        assert_eq!(mine.get(&"lost".to_string()).unwrap(), None);
+    }
+}
