@@ -315,3 +315,93 @@ fn write_object_log_seeds() {
         std::fs::write(root.join(name), bytes).unwrap();
     }
 }
+
+/// Real state bytes: a delta, a snapshot file, and a state log of three
+/// committed batches (as [`fuzzing::files_from_bytes`] splits them).
+fn state_seeds() -> Vec<(String, Vec<u8>)> {
+    use streamwal::state::{STATE_LOG_NAME, STATE_SNAPSHOTS_NAME};
+    use streamwal::{StateOptions, StateStore};
+    let mem = MemStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(mem.clone());
+    let dir = Path::new("/seed/state");
+    let opts = StateOptions {
+        log: WalOptions {
+            preallocate: true, // equal-length segment files split back exactly
+            ..fuzzing::fuzz_options()
+        },
+        ..StateOptions::default()
+    };
+    let store = Arc::new(
+        StateStore::open(streamwal::Location::dir_on(storage.clone(), dir), opts).unwrap(),
+    );
+    let counts = store.operator::<String, u64>("counts").unwrap();
+    for t in 1..=3u64 {
+        store.begin_batch(t * 1_000).unwrap();
+        counts.put(format!("word{t}"), t).unwrap();
+        counts.put_with_timeout("session".into(), t, 5_000).unwrap();
+        store.commit_batch(t * 1_000).unwrap();
+    }
+    store.snapshot_now().unwrap();
+    drop((counts, store));
+    let read_dir = |sub: &str| -> Vec<Vec<u8>> {
+        let d = dir.join(sub);
+        let mut names: Vec<String> = storage
+            .list(&d)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|n| mem.file_contents(&d.join(n)).unwrap())
+            .collect()
+    };
+    let segments: Vec<Vec<u8>> = read_dir(STATE_LOG_NAME)
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    let log = bytes_from_files(&segments);
+    let snapshot = read_dir(STATE_SNAPSHOTS_NAME).pop().unwrap();
+    let delta = streamwal::codec::encode(
+        &streamwal::state::StateDelta {
+            format: streamwal::state::STATE_FORMAT_VERSION,
+            state_id: 7,
+            batch_time: 1_000,
+            operators: vec![("counts".into(), vec![(b"k".to_vec(), None)])],
+        },
+        "seed",
+    )
+    .unwrap();
+    vec![
+        ("delta".into(), delta),
+        ("snapshot".into(), snapshot),
+        ("log".into(), log),
+    ]
+}
+
+#[test]
+fn state_holds_on_real_states_and_mutations() {
+    for (name, seed) in state_seeds() {
+        fuzzing::state(&seed);
+        for m in mutations(&seed, 150, 0x5eed_57a7_e000_0001) {
+            let r = std::panic::catch_unwind(|| fuzzing::state(&m));
+            assert!(
+                r.is_ok(),
+                "the state target panicked on a mutation of {name}"
+            );
+        }
+    }
+}
+
+/// Writes the state target's seeds into `fuzz/seeds/state`:
+/// `cargo test --all-features --test it -- --ignored write_state_seeds`.
+#[test]
+#[ignore]
+fn write_state_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/state");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in state_seeds() {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
