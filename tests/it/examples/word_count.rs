@@ -197,6 +197,16 @@ fn network_word_count_file_source_loses_nothing_across_kill_nine() {
         .and_then(|(_, n)| n.parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
     run2.finish();
+    // The running counts in keyed state hold every word of the file once,
+    // across the kill.
+    let running = run2
+        .log
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("running: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("a running total");
     let run2 = word_batches(&run2.log);
 
     let text = std::fs::read_to_string(&file).unwrap();
@@ -229,6 +239,7 @@ fn network_word_count_file_source_loses_nothing_across_kill_nine() {
         Some(resume)
     );
     assert_eq!(add_counts(&run2), count_text(&text[resume as usize..]));
+    assert_eq!(running, text.split_whitespace().count() as u64);
 }
 
 #[test]
