@@ -105,7 +105,8 @@ pub struct Recovered {
     /// them again on the checkpoint's graph, without writing output, before
     /// the `batches` (state kept in [`crate::state`] needs no such replay:
     /// it is already as of the last committed batch). Empty without a
-    /// checkpoint; a batch cleaned up since is listed with no blocks.
+    /// checkpoint. A batch cleaned up since the checkpoint is not listed
+    /// (its blocks are forgotten): clean up only batches a checkpoint covers.
     pub committed_after_checkpoint: Vec<CommittedBatch>,
     /// The last committed batch the keyed state is as of.
     pub state_version: Option<u64>,
@@ -570,11 +571,20 @@ impl<G> StreamingContext<G> {
     ///
     /// # Errors
     /// [`StateStore::commit_batch`] and [`BlockTracker::commit_batch`]
-    /// errors. After an error the batch is not known to be committed: stop
-    /// and recover (a retry of `commit_batch` is safe too).
+    /// errors; [`Error::StateMisuse`] if another batch is open for state
+    /// changes. After an I/O error the batch is not known to be committed:
+    /// stop and recover.
     pub fn commit_batch(&self, batch_time: u64) -> Result<()> {
-        if self.state.open_batch() == Some(batch_time) {
-            self.state.commit_batch(batch_time)?;
+        match self.state.open_batch() {
+            Some(open) if open == batch_time => self.state.commit_batch(batch_time)?,
+            // Committing another batch would leave the open one's state
+            // changes to be committed under a batch they do not belong to.
+            Some(_) => {
+                return Err(Error::StateMisuse(
+                    "commit_batch of a batch other than the one open for state changes",
+                ));
+            }
+            None => {}
         }
         self.tracker.commit_batch(batch_time)
     }

@@ -404,3 +404,23 @@ fn recovery_lists_the_batches_committed_after_the_checkpoint_with_their_blocks()
         .unwrap();
     assert_eq!(data[&0], [b"b2000".to_vec()]);
 }
+
+#[test]
+fn misuse_is_refused_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = open(&tmp.path().join("ctx"), 1_000).unwrap();
+    let counts = ctx.state::<u16, u64>("counts").unwrap();
+    // A write with no batch open.
+    assert!(matches!(counts.put(1, 1), Err(Error::StateMisuse(_))));
+    ctx.begin_batch(2_000).unwrap();
+    counts.put(1, 1).unwrap();
+    // Committing another batch than the open one commits neither.
+    assert!(matches!(ctx.commit_batch(3_000), Err(Error::StateMisuse(_))));
+    assert!(!ctx.tracker.is_committed(3_000).unwrap());
+    assert!(matches!(ctx.begin_batch(3_000), Err(Error::StateMisuse(_))));
+    ctx.commit_batch(2_000).unwrap();
+    // A batch not after the last committed one.
+    assert!(matches!(ctx.begin_batch(2_000), Err(Error::StateMisuse(_))));
+    assert_eq!(counts.get(&1).unwrap(), Some(1));
+    assert_eq!(ctx.state.version(), Some(2_000));
+}
