@@ -226,7 +226,30 @@ fn a_damaged_newest_snapshot_falls_back_to_the_one_before_and_its_deltas() {
     let snaps = files_in(&dir.join(STATE_DIR_NAME).join(STATE_SNAPSHOTS_NAME));
     assert_eq!(snaps.len(), 2, "two snapshots are kept: {snaps:?}");
     flip_byte(snaps.last().unwrap(), 3);
-    let ctx = open(&dir, 1_000).unwrap();
+    check_fallback(&dir);
+}
+
+#[test]
+fn a_newest_snapshot_cut_short_falls_back_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ctx");
+    drop(committed_with_snapshots(&dir, 4));
+    let snaps = files_in(&dir.join(STATE_DIR_NAME).join(STATE_SNAPSHOTS_NAME));
+    let newest = snaps.last().unwrap();
+    let len = std::fs::metadata(newest).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(newest)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    check_fallback(&dir);
+}
+
+/// The newest snapshot (batch 4) is unusable: recovery uses batch 3's and
+/// replays batch 4's delta, and the state is whole.
+fn check_fallback(dir: &Path) {
+    let ctx = open(dir, 1_000).unwrap();
     let report = ctx.state.report();
     assert_eq!(report.snapshots_skipped.len(), 1, "{report:?}");
     assert_eq!(report.snapshot_used.as_ref().map(|s| s.1), Some(3_000));
