@@ -438,7 +438,10 @@ fn misuse_is_refused_and_changes_nothing() {
     ctx.begin_batch(2_000).unwrap();
     counts.put(1, 1).unwrap();
     // Committing another batch than the open one commits neither.
-    assert!(matches!(ctx.commit_batch(3_000), Err(Error::StateMisuse(_))));
+    assert!(matches!(
+        ctx.commit_batch(3_000),
+        Err(Error::StateMisuse(_))
+    ));
     assert!(!ctx.tracker.is_committed(3_000).unwrap());
     assert!(matches!(ctx.begin_batch(3_000), Err(Error::StateMisuse(_))));
     ctx.commit_batch(2_000).unwrap();
