@@ -99,7 +99,8 @@ enum Command {
     /// the newest snapshot that passes its checks (damaged ones are skipped
     /// and listed), then every delta after it in the state log. Prints each
     /// snapshot and what became of it, the deltas replayed, the version (the
-    /// last committed batch) and per operator its key count and size (the
+    /// last committed batch that changed the state; one that changed
+    /// nothing writes no delta) and per operator its key count and size (the
     /// encoded keys and values, in bytes). With --at BATCH, the state as of
     /// the newest committed batch at or before BATCH. With --dump, the keys
     /// and values as JSON: hex by default, or decoded with --as, --key-as

@@ -515,8 +515,10 @@ fn print_summary(r: &Rebuilt, at: Option<u64>) {
         None => "none (no batch changed the state)".to_string(),
     };
     match at {
-        Some(t) => println!("version: {version}, the newest committed batch at or before {t}"),
-        None => println!("version: {version}, the last committed batch"),
+        Some(t) => println!(
+            "version: {version}, the newest committed batch at or before {t} that changed the state"
+        ),
+        None => println!("version: {version}, the last committed batch that changed the state"),
     }
     println!("operators: {}", r.operators.len());
     for (name, entries) in &r.operators {

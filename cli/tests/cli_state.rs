@@ -145,7 +145,7 @@ fn state_lists_operators_version_sizes_snapshot_and_deltas() {
     let out = stdout(&o);
     // Keys and values as bincode: "be" is 3 bytes, 2 is 1; "to" and 2 the same.
     for want in [
-        "version: 3000 (1970-01-01T00:00:03.000Z), the last committed batch",
+        "version: 3000 (1970-01-01T00:00:03.000Z), the last committed batch that changed the state",
         "operators: 2",
         "operator counts  2 keys  8 bytes",
         "operator last  2 keys  14 bytes",
@@ -306,7 +306,7 @@ fn at_an_older_batch_gives_the_older_values() {
     let out = stdout(&o);
     assert!(out.contains("version: 1000 ("), "{out}");
     assert!(
-        out.contains("the newest committed batch at or before 1999"),
+        out.contains("the newest committed batch at or before 1999 that changed the state"),
         "{out}"
     );
     assert!(out.contains("snapshot used: none"), "{out}");
