@@ -61,8 +61,9 @@ pub struct StateArgs {
     /// state directory itself (log/ and snapshots/). Opened read-only; a
     /// state a running process holds is refused.
     pub dir: PathBuf,
-    /// Show the state as of the newest committed batch at or before BATCH
-    /// (ms): the newest snapshot at or before it plus the deltas up to it.
+    /// Show the state as of batch BATCH (ms), i.e. of the newest committed
+    /// batch at or before it that changed the state: the newest valid
+    /// snapshot at or before it plus the deltas up to it.
     #[arg(long, value_name = "BATCH")]
     pub at: Option<u64>,
     /// Print the keys and values, of every operator or of OPERATOR only, as
@@ -162,7 +163,7 @@ pub fn run(args: StateArgs) -> Result<ExitCode, String> {
         Ok(r) => r,
         Err(Failure::Failed(why)) => return Err(why),
         Err(Failure::Damaged(why)) => {
-            eprintln!("streamwal: {why}");
+            eprintln!("streamwal: {}", crate::one_line(&why));
             return Ok(ExitCode::from(EXIT_DAMAGED));
         }
     };
