@@ -1,10 +1,10 @@
-//! `streamwal`: look inside, check and dump streamwal logs and checkpoint
-//! directories, and run the crash-and-recover demo.
+//! `streamwal`: look inside, check and dump streamwal logs, checkpoint
+//! directories and keyed state, and run the crash-and-recover demo.
 //!
 //! Exit codes, for every command:
 //! - 0: success (for `verify`: healthy; a torn tail is only a warning);
-//! - 1: damaged data found (`verify` problems, or `dump`/`inspect` met
-//!   corruption);
+//! - 1: damaged data found (`verify` problems, or `dump`/`inspect`/`state`
+//!   met corruption);
 //! - 2: the command could not run (bad arguments, a missing or locked
 //!   directory, an I/O error).
 //!
@@ -17,6 +17,7 @@ mod dump;
 mod inspect;
 mod remote;
 mod scan;
+mod state;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -91,6 +92,24 @@ enum Command {
     /// For a checkpoint directory, dump its journal (DIR/journal) with
     /// --events.
     Dump(dump::DumpArgs),
+    /// Show a context's keyed state: operators, version, keys and values.
+    ///
+    /// DIR is a context directory (the state is in DIR/state) or a state
+    /// directory. The state is rebuilt read-only as recovery rebuilds it:
+    /// the newest snapshot that passes its checks (damaged ones are skipped
+    /// and listed), then every delta after it in the state log. Prints each
+    /// snapshot and what became of it, the deltas replayed, the version (the
+    /// last committed batch that changed the state; one that changed
+    /// nothing writes no delta) and per operator its key count and size (the
+    /// encoded keys and values, in bytes). With --at BATCH, the state as of
+    /// the newest committed batch at or before BATCH. With --dump, the keys
+    /// and values as JSON: hex by default, or decoded with --as, --key-as
+    /// and --value-as (u64, i64, f64, bool, string, bytes).
+    ///
+    /// Nothing is modified; a state log a running process holds is refused.
+    /// Exit 1 if damage is seen (a skipped snapshot, a damaged log record),
+    /// or if the state cannot be rebuilt at all.
+    State(state::StateArgs),
     /// Run the crash-and-recover demo: kill a worker engine with SIGKILL and
     /// check that every acknowledged record is counted exactly once.
     Demo(demo::DemoArgs),
@@ -124,6 +143,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Dump(args) => dump::run(args),
+        Command::State(args) => state::run(args),
         Command::Demo(args) => demo::run(args),
         Command::DemoWorker(args) => demo::worker(args),
     };
