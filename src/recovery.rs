@@ -108,7 +108,7 @@ pub struct Recovered {
     /// checkpoint. A batch cleaned up since the checkpoint is not listed
     /// (its blocks are forgotten): clean up only batches a checkpoint covers.
     pub committed_after_checkpoint: Vec<CommittedBatch>,
-    /// The last committed batch the keyed state is as of.
+    /// The last committed batch that changed the keyed state.
     pub state_version: Option<u64>,
     /// Source offsets from the checkpoint.
     pub source_offsets: BTreeMap<String, String>,

@@ -30,8 +30,8 @@ pub struct StateReport {
     /// The batches whose deltas were replayed on top of the snapshot, in
     /// order.
     pub deltas_replayed: Vec<u64>,
-    /// The last committed batch the state is as of (`None`: no batch ever
-    /// changed it).
+    /// The last committed batch that changed the state (a batch that
+    /// changed nothing writes no delta); `None` if none ever did.
     pub version: Option<u64>,
     /// The state log's own recovery.
     pub log: RecoveryReport,
@@ -151,6 +151,7 @@ impl StateStore {
         let (mut state_id, mut version, mut last_lsn) = (None, None, 0);
         if let Some((path, ckpt)) = latest.checkpoint {
             let body = ckpt.graph;
+            record::check_format(&path, ckpt.graph_version)?;
             record::check_format(&path, body.format)?;
             if body.batch_time != ckpt.batch_time || body.log_lsn != ckpt.journal_lsn {
                 return Err(Error::corruption(
@@ -173,22 +174,22 @@ impl StateStore {
         check_log_covers(&log, &log_path, last_lsn)?;
         for item in log.iter_from(last_lsn + 1) {
             let (handle, payload) = item?;
-            let delta = record::decode_delta(&log_path, &payload)?;
+            // Errors about one delta name its segment and offset (on object
+            // storage, the log and the record's position in it).
+            let file = match log.location().path() {
+                Some(dir) => dir.join(crate::wal::segment_file_name(handle.segment())),
+                None => log_path.clone(),
+            };
+            let bad =
+                |why| Error::corruption(&file, handle.offset(), CorruptionKind::BadHeader(why));
+            let delta = record::decode_delta(&file, &payload)?;
             if *state_id.get_or_insert(delta.state_id) != delta.state_id {
-                return Err(Error::corruption(
-                    &log_path,
-                    0,
-                    CorruptionKind::BadHeader(
-                        "a state delta belongs to another context (its state id differs)",
-                    ),
+                return Err(bad(
+                    "a state delta belongs to another context (its state id differs)",
                 ));
             }
             if version.is_some_and(|v| delta.batch_time <= v) {
-                return Err(Error::corruption(
-                    &log_path,
-                    0,
-                    CorruptionKind::BadHeader("state deltas are out of batch order"),
-                ));
+                return Err(bad("state deltas are out of batch order"));
             }
             for (name, changes) in delta.operators {
                 let op = operators.entry(name).or_default();
@@ -231,8 +232,9 @@ impl StateStore {
         &self.report
     }
 
-    /// The last committed batch the state is as of; `None` if no batch
-    /// ever changed it.
+    /// The last committed batch that changed the state (the state is as of
+    /// every later committed batch too: they changed nothing); `None` if
+    /// no batch ever changed it.
     pub fn version(&self) -> Option<u64> {
         self.lock().version
     }
