@@ -353,8 +353,10 @@ impl StateStore {
     /// came between the two.
     ///
     /// # Errors
-    /// [`Error::StateMisuse`] if `batch_time` is not the open batch; the
-    /// log's append errors, after which the store is poisoned (every call
+    /// [`Error::StateMisuse`] if `batch_time` is not the open batch;
+    /// [`Error::TooLarge`] if the delta exceeds the log's record limit
+    /// (nothing was written; the batch stays open: abort it); the log's
+    /// other append errors, after which the store is poisoned (every call
     /// fails with [`Error::Poisoned`]; reopen to recover): whether the
     /// delta is durable is unknown.
     pub fn commit_batch(&self, batch_time: u64) -> Result<()> {
@@ -374,10 +376,14 @@ impl StateStore {
                     .map(|(name, changes)| (name, changes.into_iter().collect::<RawChanges>()))
                     .collect(),
             };
-            let bytes = match codec::encode(&delta, "state delta") {
-                Ok(b) => b,
-                Err(e) => {
-                    // Nothing was written: the batch stays open, unchanged.
+            let encoded = codec::encode(&delta, "state delta");
+            let appended = encoded.and_then(|b| self.log.append(&b).map(|h| (h, b.len())));
+            let (handle, len) = match appended {
+                Ok(done) => done,
+                // Refused before anything was written (the delta does not
+                // encode, or exceeds the log's record limit): the batch
+                // stays open, unchanged, to be aborted.
+                Err(e @ (Error::Encode { .. } | Error::TooLarge { .. })) => {
                     inner.pending = delta
                         .operators
                         .into_iter()
@@ -385,9 +391,6 @@ impl StateStore {
                         .collect();
                     return Err(e);
                 }
-            };
-            let handle = match self.log.append(&bytes) {
-                Ok(h) => h,
                 Err(e) => {
                     inner.poisoned = true;
                     return Err(e);
@@ -396,7 +399,7 @@ impl StateStore {
             inner.last_lsn = handle.lsn();
             inner.version = Some(batch_time);
             inner.stats.batches_since_snapshot += 1;
-            inner.stats.bytes_since_snapshot += bytes.len() as u64;
+            inner.stats.bytes_since_snapshot += len as u64;
         }
         for op in inner.operators.values_mut() {
             op.commit();

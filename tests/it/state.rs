@@ -451,3 +451,36 @@ fn misuse_is_refused_and_changes_nothing() {
     assert_eq!(counts.get(&1).unwrap(), Some(1));
     assert_eq!(ctx.state.version(), Some(2_000));
 }
+
+#[test]
+fn a_delta_over_the_record_limit_is_refused_and_the_batch_can_be_aborted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = StateOptions {
+        log: WalOptions {
+            max_record_bytes: 4 << 10,
+            ..StateOptions::default().log
+        },
+        ..StateOptions::default()
+    };
+    let store = std::sync::Arc::new(
+        streamwal::StateStore::open(tmp.path().join("s"), opts.clone()).unwrap(),
+    );
+    let blobs = store.operator::<u16, Vec<u8>>("blobs").unwrap();
+    store.begin_batch(1_000).unwrap();
+    blobs.put(1, vec![7; 100]).unwrap();
+    store.commit_batch(1_000).unwrap();
+    store.begin_batch(2_000).unwrap();
+    blobs.put(2, vec![9; 8 << 10]).unwrap();
+    let got = store.commit_batch(2_000);
+    assert!(matches!(got, Err(Error::TooLarge { .. })), "{got:?}");
+    store.abort_batch();
+    store.begin_batch(2_000).unwrap();
+    blobs.put(3, vec![1; 10]).unwrap();
+    store.commit_batch(2_000).unwrap();
+    drop((blobs, store));
+    let store =
+        std::sync::Arc::new(streamwal::StateStore::open(tmp.path().join("s"), opts).unwrap());
+    let blobs = store.operator::<u16, Vec<u8>>("blobs").unwrap();
+    let keys: Vec<u16> = blobs.iter().unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, [1, 3]);
+}
