@@ -1,0 +1,1109 @@
+//! Keyed state (`streamwal::state::StateStore`) side by side with `redb`,
+//! in one process, on one file system, every batch durable.
+//!
+//! ```text
+//! cargo bench --bench state                 # every table (~3 minutes)
+//! STREAMWAL_STATE_REPS=1 cargo bench --bench state   # a quicker look
+//! cargo bench --bench state -- recovery     # one phase: commit, snapshot, recovery
+//! ```
+//!
+//! Under `cargo test --all-targets` (no `--bench` argument) or with
+//! `-- --test` it runs every phase once, shrunk, as a smoke test.
+//!
+//! The workload: one operator, keys `[u8; 16]` (random), values `u64`
+//! (random, so bincode's varint takes 9 bytes), a batch changes 10,000
+//! existing keys (a window of a fixed random permutation of the keys: every
+//! key in a batch is distinct) to new values. The state store is driven
+//! directly, not through a `StreamingContext`: `begin_batch`, one
+//! `KeyedState::put` per key, `commit_batch` (one durable delta in the state
+//! log). redb (dev-dependency) holds the same keys in one table
+//! (`[u8; 16]` to `u64`): one write transaction per batch, durability
+//! `Immediate`, 10,000 `insert`s, `commit`.
+//!
+//! Phases:
+//! 1. **Commit cost by state size.** 10,000 keys changed per batch with
+//!    10,000 and with 1,000,000 keys in the state, both systems, snapshots
+//!    off for the state store (`snapshot_every_batches = u64::MAX`), so that
+//!    this is the batch loop alone. Each batch is timed in two parts:
+//!    `apply` (`begin_batch` + the puts; redb: `begin_write` + `open_table`
+//!    + the inserts) and `commit` (`commit_batch`; redb: `commit`).
+//! 2. **Commit latency while a snapshot is written.** The state store at
+//!    1,000,000 keys with snapshots off, with the default
+//!    (`snapshot_every_batches = 10`) and with `snapshot_every_batches = 1`:
+//!    each commit starts a background snapshot when none is running, so one
+//!    is being written during nearly every batch (the table gives the
+//!    snapshots written and the share of batches during which one was in
+//!    progress).
+//! 3. **Recovery.** 1,000,000 keys, a snapshot (`snapshot_now`), then 100
+//!    batches of 10,000 changes (deltas), then the store dropped. Recovery
+//!    is `StateStore::open` plus `StateStore::operator::<[u8; 16], u64>`
+//!    (which decodes the recovered bytes into the typed map): the state is
+//!    then in memory, ready for the next batch. redb gets the same history
+//!    (1,000,000 inserts in one transaction, then the same 100
+//!    transactions); its recovery is `Database::open` plus reading the whole
+//!    table into a `BTreeMap<[u8; 16], u64>`, the same end point (the keys
+//!    in the engine's memory). `Database::open` alone is given too: redb
+//!    reads from its file on demand, so an engine using it need not load
+//!    anything at open. Two redb cases: after a clean close (`open` loads
+//!    the allocator state written at close), and from a crash image (a copy
+//!    of the file taken after the last durable commit, before the close:
+//!    `open` then repairs, walking the tree and checking every page's
+//!    checksum). Each is timed from the page cache and (Linux) with the
+//!    files' pages dropped first (`posix_fadvise(DONTNEED)`).
+//! 4. **Memory.** A counting global allocator (live heap bytes, and the
+//!    peak): the state store's heap after recovery per key, the peak during
+//!    recovery, the extra heap a running snapshot holds, and for reference a
+//!    `BTreeMap<[u8; 16], u64>` of the same keys and redb's heap after its
+//!    recovery (its page cache plus the map).
+//!
+//! Environment:
+//! - `STREAMWAL_BENCH_DIR`: where the files go (default: Cargo's target tmp
+//!   directory; on tmpfs every durable figure is meaningless).
+//! - `STREAMWAL_STATE_KEYS`: keys in the large state (default 1,000,000).
+//! - `STREAMWAL_STATE_BATCHES`: timed batches per run (default 100; phase
+//!   2 runs twice as many).
+//! - `STREAMWAL_STATE_REPS`: runs per configuration, in rotating order
+//!   (default 3; medians of the runs, latency percentiles pooled).
+
+#![allow(unsafe_code)] // the counting allocator below
+
+mod common;
+use common::{Rng, bench_root, test_mode};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+use streamwal::state::{KeyedState, StateOptions, StateStore};
+
+// ---------------------------------------------------------------------------
+// A counting allocator: live heap bytes and their peak.
+
+struct Counting;
+
+/// Counting is on only around the memory measurements: two atomic
+/// operations per allocation, on a cache line the snapshot thread shares,
+/// would otherwise be part of every timed figure.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+
+fn grew(bytes: usize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        let now = LIVE.fetch_add(bytes as isize, Ordering::Relaxed) + bytes as isize;
+        if now > PEAK.load(Ordering::Relaxed) {
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+}
+
+fn shrank(bytes: usize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        LIVE.fetch_sub(bytes as isize, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards every call to `System` unchanged; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            shrank(layout.size());
+            grew(new_size);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        shrank(layout.size());
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Heap bytes allocated and not freed while counting was on, from the
+/// start of a [`Counted`] region (objects freed in it that were allocated
+/// before it count negative: regions here free only their own).
+struct Counted {
+    start: isize,
+}
+
+impl Counted {
+    fn start() -> Counted {
+        COUNTING.store(true, Ordering::SeqCst);
+        let start = LIVE.load(Ordering::SeqCst);
+        PEAK.store(start, Ordering::SeqCst);
+        Counted { start }
+    }
+    /// Live bytes now, above the start.
+    fn live(&self) -> usize {
+        (LIVE.load(Ordering::SeqCst) - self.start).max(0) as usize
+    }
+    /// The highest live bytes since the start, above the start.
+    fn peak(&self) -> usize {
+        (PEAK.load(Ordering::SeqCst) - self.start).max(0) as usize
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        COUNTING.store(false, Ordering::SeqCst);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Configuration and the workload.
+
+type Key = [u8; 16];
+
+const OPERATOR: &str = "op";
+const TABLE: TableDefinition<Key, u64> = TableDefinition::new("op");
+const INTERVAL_MS: u64 = 1_000;
+
+struct Config {
+    small_keys: usize,
+    large_keys: usize,
+    changed: usize,
+    batches: usize,
+    reps: usize,
+    recovery_deltas: usize,
+    dir: PathBuf,
+}
+
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.replace('_', "").parse().expect("a whole number"))
+}
+
+fn config() -> Config {
+    let test = test_mode();
+    Config {
+        small_keys: if test { 1_000 } else { 10_000 },
+        large_keys: env_usize("STREAMWAL_STATE_KEYS").unwrap_or(if test {
+            20_000
+        } else {
+            1_000_000
+        }),
+        changed: if test { 1_000 } else { 10_000 },
+        batches: env_usize("STREAMWAL_STATE_BATCHES").unwrap_or(if test { 5 } else { 100 }),
+        reps: env_usize("STREAMWAL_STATE_REPS")
+            .unwrap_or(if test { 1 } else { 3 })
+            .max(1),
+        recovery_deltas: if test { 5 } else { 100 },
+        dir: bench_root(),
+    }
+}
+
+/// The keys of a state and the order batches change them in.
+struct Keys {
+    keys: Vec<Key>,
+    /// A random permutation of `0..keys.len()`.
+    order: Vec<u32>,
+    /// Where the next batch's window starts in `order`.
+    next: usize,
+    rng: Rng,
+}
+
+impl Keys {
+    fn new(n: usize, seed: u64) -> Keys {
+        let mut rng = Rng(seed);
+        let keys: Vec<Key> = (0..n)
+            .map(|_| {
+                let mut k = [0u8; 16];
+                k[..8].copy_from_slice(&rng.next().to_le_bytes());
+                k[8..].copy_from_slice(&rng.next().to_le_bytes());
+                k
+            })
+            .collect();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        for i in (1..order.len()).rev() {
+            let j = (rng.next() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        Keys {
+            keys,
+            order,
+            next: 0,
+            rng,
+        }
+    }
+
+    /// The next batch: `changed` distinct keys, each with a new value.
+    fn batch(&mut self, changed: usize) -> Vec<(Key, u64)> {
+        let n = self.order.len();
+        let batch = (0..changed.min(n))
+            .map(|i| {
+                let k = self.keys[self.order[(self.next + i) % n] as usize];
+                (k, self.rng.next())
+            })
+            .collect();
+        self.next = (self.next + changed) % n;
+        batch
+    }
+}
+
+/// One batch's two timed parts, in microseconds.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    apply_us: u32,
+    commit_us: u32,
+    /// A snapshot was being written at some point during the batch.
+    during_snapshot: bool,
+    /// The batch before this one started a snapshot: this batch's writes
+    /// are the first to the newly frozen map's shared nodes.
+    after_freeze: bool,
+}
+
+impl Sample {
+    fn total_us(&self) -> u32 {
+        self.apply_us + self.commit_us
+    }
+}
+
+fn us(d: Duration) -> u32 {
+    d.as_micros().min(u128::from(u32::MAX)) as u32
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.2}", us / 1000.0)
+}
+
+// ---------------------------------------------------------------------------
+// The two systems.
+
+/// A state store with one operator, and the batch time of its last batch.
+struct State {
+    store: Arc<StateStore>,
+    op: KeyedState<Key, u64>,
+    batch_time: u64,
+    /// Background snapshots started by this handle's commits.
+    started: u64,
+    /// The last commit started one.
+    froze: bool,
+}
+
+fn state_options(snapshot_every_batches: u64) -> StateOptions {
+    StateOptions {
+        snapshot_every_batches,
+        snapshot_every_bytes: u64::MAX,
+        ..StateOptions::default()
+    }
+}
+
+impl State {
+    fn open(dir: &Path, opts: StateOptions) -> State {
+        let store = Arc::new(StateStore::open(dir, opts).expect("open the state store"));
+        let op = store.operator::<Key, u64>(OPERATOR).expect("operator");
+        let batch_time = store.version().unwrap_or(0);
+        State {
+            store,
+            op,
+            batch_time,
+            started: 0,
+            froze: false,
+        }
+    }
+
+    /// Put every key (one batch) and wait for any snapshot it started.
+    fn fill(&mut self, keys: &Keys) {
+        self.batch_time += INTERVAL_MS;
+        self.store.begin_batch(self.batch_time).expect("begin");
+        for (i, k) in keys.keys.iter().enumerate() {
+            self.op.put(*k, i as u64).expect("put");
+        }
+        self.commit();
+        self.store.wait_for_snapshot();
+    }
+
+    fn commit(&mut self) {
+        self.store.commit_batch(self.batch_time).expect("commit");
+        // A commit that starts a background snapshot resets the counter of
+        // batches since the last one (every batch here changes the state).
+        if self.store.stats().batches_since_snapshot == 0 {
+            self.started += 1;
+        }
+    }
+
+    /// Snapshots finished (written or failed) since open.
+    fn finished(&self) -> u64 {
+        let s = self.store.stats();
+        s.snapshots_written + s.snapshot_failures
+    }
+
+    /// Whether a background snapshot is being written: the store has no
+    /// such query, so count the ones commits started against the ones
+    /// that finished.
+    fn snapshot_running(&self) -> bool {
+        self.started > self.finished()
+    }
+
+    fn run_batch(&mut self, batch: &[(Key, u64)]) -> Sample {
+        let finished = self.finished();
+        let running_before = self.started > finished;
+        self.batch_time += INTERVAL_MS;
+        let t0 = Instant::now();
+        self.store.begin_batch(self.batch_time).expect("begin");
+        for &(k, v) in batch {
+            self.op.put(k, v).expect("put");
+        }
+        let t1 = Instant::now();
+        self.store.commit_batch(self.batch_time).expect("commit");
+        let t2 = Instant::now();
+        let after_freeze = self.froze;
+        self.froze = self.store.stats().batches_since_snapshot == 0;
+        if self.froze {
+            self.started += 1;
+        }
+        let during_snapshot =
+            running_before || self.finished() != finished || self.snapshot_running();
+        Sample {
+            apply_us: us(t1 - t0),
+            commit_us: us(t2 - t1),
+            during_snapshot,
+            after_freeze,
+        }
+    }
+}
+
+/// A redb database holding the same table.
+struct Redb {
+    db: Database,
+}
+
+impl Redb {
+    fn create(path: &Path) -> Redb {
+        let db = Database::create(path).expect("redb create");
+        Redb { db }
+    }
+
+    fn fill(&mut self, keys: &Keys) {
+        let mut txn = self.db.begin_write().expect("begin_write");
+        txn.set_durability(Durability::Immediate)
+            .expect("durability");
+        {
+            let mut table = txn.open_table(TABLE).expect("open_table");
+            for (i, k) in keys.keys.iter().enumerate() {
+                table.insert(k, i as u64).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+
+    fn run_batch(&mut self, batch: &[(Key, u64)]) -> Sample {
+        let t0 = Instant::now();
+        let mut txn = self.db.begin_write().expect("begin_write");
+        txn.set_durability(Durability::Immediate)
+            .expect("durability");
+        {
+            let mut table = txn.open_table(TABLE).expect("open_table");
+            for (k, v) in batch {
+                table.insert(k, v).expect("insert");
+            }
+        }
+        let t1 = Instant::now();
+        txn.commit().expect("commit");
+        let t2 = Instant::now();
+        Sample {
+            apply_us: us(t1 - t0),
+            commit_us: us(t2 - t1),
+            during_snapshot: false,
+            after_freeze: false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Phase 1 and 2: batches.
+
+#[derive(Default)]
+struct Runs {
+    /// Per run: median batch total, apply and commit (µs).
+    total: Vec<f64>,
+    apply: Vec<f64>,
+    commit: Vec<f64>,
+    samples: Vec<Sample>,
+}
+
+impl Runs {
+    fn add(&mut self, run: Vec<Sample>) {
+        let med = |f: fn(&Sample) -> u32| median(run.iter().map(|s| f(s) as f64).collect());
+        self.total.push(med(Sample::total_us));
+        self.apply.push(med(|s| s.apply_us));
+        self.commit.push(med(|s| s.commit_us));
+        self.samples.extend(run);
+    }
+    fn p(&self, f: fn(&Sample) -> u32, q: f64) -> u32 {
+        let mut v: Vec<u32> = self.samples.iter().map(f).collect();
+        v.sort_unstable();
+        percentile(&v, q)
+    }
+}
+
+enum Engine {
+    State(State),
+    Redb(Redb),
+}
+
+impl Engine {
+    fn run_batch(&mut self, batch: &[(Key, u64)]) -> Sample {
+        match self {
+            Engine::State(s) => s.run_batch(batch),
+            Engine::Redb(r) => r.run_batch(batch),
+        }
+    }
+    fn settle(&mut self) {
+        if let Engine::State(s) = self {
+            s.store.wait_for_snapshot();
+        }
+    }
+}
+
+/// One engine in one configuration, and what its runs measured.
+struct Subject {
+    label: String,
+    engine: Engine,
+    keys: Keys,
+    /// Where its files are.
+    path: PathBuf,
+    runs: Runs,
+    /// Snapshots written during the timed runs.
+    snapshots: u64,
+}
+
+impl Subject {
+    fn new(label: String, engine: Engine, keys: Keys, path: PathBuf) -> Subject {
+        Subject {
+            label,
+            engine,
+            keys,
+            path,
+            runs: Runs::default(),
+            snapshots: 0,
+        }
+    }
+}
+
+/// Warm-up batches before each timed run (not counted).
+const WARMUP: usize = 3;
+
+fn run_rotating(cfg: &Config, configs: &mut [Subject], batches: usize, phase: &str) {
+    for rep in 0..cfg.reps {
+        for k in 0..configs.len() {
+            let c = &mut configs[(k + rep) % configs.len()];
+            for _ in 0..WARMUP {
+                let b = c.keys.batch(cfg.changed);
+                c.engine.run_batch(&b);
+            }
+            let written_before = match &c.engine {
+                Engine::State(s) => s.store.stats().snapshots_written,
+                Engine::Redb(_) => 0,
+            };
+            let started = Instant::now();
+            let mut run = Vec::with_capacity(batches);
+            for _ in 0..batches {
+                let b = c.keys.batch(cfg.changed);
+                run.push(c.engine.run_batch(&b));
+            }
+            let elapsed = started.elapsed();
+            if let Engine::State(s) = &c.engine {
+                c.snapshots += s.store.stats().snapshots_written - written_before;
+            }
+            c.engine.settle();
+            let med = median(run.iter().map(|s| s.total_us() as f64).collect());
+            eprintln!(
+                "  {phase} {:<28} run {}: median batch {} ms ({:.1} s)",
+                c.label,
+                rep + 1,
+                ms(med),
+                elapsed.as_secs_f64()
+            );
+            c.runs.add(run);
+        }
+    }
+}
+
+fn state_engine(dir: &Path, keys: &Keys, every: u64) -> Engine {
+    let mut s = State::open(dir, state_options(every));
+    s.fill(keys);
+    Engine::State(s)
+}
+
+fn redb_engine(path: &Path, keys: &Keys) -> Engine {
+    let mut r = Redb::create(path);
+    r.fill(keys);
+    Engine::Redb(r)
+}
+
+fn phase_commit_cost(cfg: &Config, root: &Path) {
+    println!();
+    println!(
+        "## Commit cost by state size ({} keys changed per batch, {} batches per run, {} runs)",
+        cfg.changed, cfg.batches, cfg.reps
+    );
+    let mut configs = Vec::new();
+    for (i, n) in [cfg.small_keys, cfg.large_keys].into_iter().enumerate() {
+        let seed = 0x9E37_79B9_7F4A_7C15 + i as u64;
+        let t = Instant::now();
+        let (keys, path) = (Keys::new(n, seed), root.join(format!("state-{n}")));
+        let engine = state_engine(&path, &keys, u64::MAX);
+        eprintln!(
+            "  built the state store of {n} keys in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        configs.push(Subject::new(
+            format!("streamwal state|{n}"),
+            engine,
+            keys,
+            path,
+        ));
+        let t = Instant::now();
+        let (keys, path) = (Keys::new(n, seed), root.join(format!("redb-{n}.redb")));
+        let engine = redb_engine(&path, &keys);
+        eprintln!(
+            "  built redb of {n} keys in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        configs.push(Subject::new(format!("redb|{n}"), engine, keys, path));
+    }
+    run_rotating(cfg, &mut configs, cfg.batches, "commit");
+
+    println!();
+    println!(
+        "| system | keys in state | batch median (ms) | apply median (ms) | commit median (ms) | batch p50 / p99 (ms) | commit p50 / p99 (ms) | batches/s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for c in &configs {
+        let (sys, n) = c.label.split_once('|').unwrap_or((&c.label, ""));
+        let total = median(c.runs.total.clone());
+        println!(
+            "| {sys} | {n} | {} | {} | {} | {} / {} | {} / {} | {:.1} |",
+            ms(total),
+            ms(median(c.runs.apply.clone())),
+            ms(median(c.runs.commit.clone())),
+            ms(c.runs.p(Sample::total_us, 0.5) as f64),
+            ms(c.runs.p(Sample::total_us, 0.99) as f64),
+            ms(c.runs.p(|s| s.commit_us, 0.5) as f64),
+            ms(c.runs.p(|s| s.commit_us, 0.99) as f64),
+            1e6 / total
+        );
+    }
+    let ratio = |a: &Subject, b: &Subject, f: fn(&Runs) -> Vec<f64>| {
+        median(f(&a.runs)) / median(f(&b.runs))
+    };
+    let (s_small, r_small, s_large, r_large) = (&configs[0], &configs[1], &configs[2], &configs[3]);
+    println!();
+    println!("| ratio | batch | apply | commit |");
+    println!("|---|---:|---:|---:|");
+    for (label, a, b) in [
+        ("streamwal: large state / small state", s_large, s_small),
+        ("redb: large state / small state", r_large, r_small),
+        ("streamwal / redb, small state", s_small, r_small),
+        ("streamwal / redb, large state", s_large, r_large),
+    ] {
+        println!(
+            "| {label} | {:.2} | {:.2} | {:.2} |",
+            ratio(a, b, |r| r.total.clone()),
+            ratio(a, b, |r| r.apply.clone()),
+            ratio(a, b, |r| r.commit.clone())
+        );
+    }
+    println!();
+    for c in &configs {
+        let bytes = match &c.engine {
+            Engine::State(_) => dir_bytes(&c.path),
+            Engine::Redb(_) => std::fs::metadata(&c.path).map_or(0, |m| m.len()),
+        };
+        println!(
+            "on disk after the runs: {} {:.1} MB",
+            c.label.replace('|', " of "),
+            bytes as f64 / 1e6
+        );
+    }
+}
+
+fn phase_snapshot_latency(cfg: &Config, root: &Path) {
+    let batches = cfg.batches * 2;
+    println!();
+    println!(
+        "## Commit latency while snapshots are written ({} keys, {} changed per batch, {batches} batches per run, {} runs)",
+        cfg.large_keys, cfg.changed, cfg.reps
+    );
+    let mut configs = Vec::new();
+    for (label, every) in [
+        ("no snapshots", u64::MAX),
+        ("snapshot every 10 batches", 10),
+        ("snapshot every batch", 1),
+    ] {
+        let keys = Keys::new(cfg.large_keys, 0x2545_F491_4F6C_DD1D);
+        let path = root.join(format!("snap-{every}"));
+        let engine = state_engine(&path, &keys, every);
+        configs.push(Subject::new(label.to_string(), engine, keys, path));
+    }
+    run_rotating(cfg, &mut configs, batches, "snapshot");
+
+    // Untimed: the heap a running snapshot holds on top of the live state
+    // (its frozen map's nodes, which the batch loop's writes then copy, and
+    // its encoded entries), over batches with snapshots back to back.
+    let extra_peak = {
+        let c = &mut configs[2];
+        let counted = Counted::start();
+        for _ in 0..cfg.batches.min(40) {
+            let b = c.keys.batch(cfg.changed);
+            c.engine.run_batch(&b);
+        }
+        c.engine.settle();
+        counted.peak()
+    };
+
+    println!();
+    println!(
+        "| snapshots | batch p50 / p99 (ms) | commit p50 / p99 (ms) | apply p50 / p99 (ms) | snapshots written | batches during a snapshot |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for c in &configs {
+        let during = c.runs.samples.iter().filter(|s| s.during_snapshot).count();
+        println!(
+            "| {} | {} / {} | {} / {} | {} / {} | {} | {:.0}% |",
+            c.label,
+            ms(c.runs.p(Sample::total_us, 0.5) as f64),
+            ms(c.runs.p(Sample::total_us, 0.99) as f64),
+            ms(c.runs.p(|s| s.commit_us, 0.5) as f64),
+            ms(c.runs.p(|s| s.commit_us, 0.99) as f64),
+            ms(c.runs.p(|s| s.apply_us, 0.5) as f64),
+            ms(c.runs.p(|s| s.apply_us, 0.99) as f64),
+            c.snapshots,
+            100.0 * during as f64 / c.runs.samples.len().max(1) as f64
+        );
+    }
+    let base = &configs[0].runs;
+    println!();
+    println!("| p99 ratio to no snapshots | batch | commit |");
+    println!("|---|---:|---:|");
+    for c in &configs[1..] {
+        println!(
+            "| {} | {:.2} | {:.2} |",
+            c.label,
+            c.runs.p(Sample::total_us, 0.99) as f64 / base.p(Sample::total_us, 0.99) as f64,
+            c.runs.p(|s| s.commit_us, 0.99) as f64 / base.p(|s| s.commit_us, 0.99) as f64,
+        );
+    }
+    println!();
+    println!(
+        "| snapshots | apply p50 (ms): first batch after a snapshot starts / other batches during a snapshot / no snapshot running | batches |"
+    );
+    println!("|---|---:|---:|");
+    for c in &configs[1..] {
+        let pick = |f: &dyn Fn(&Sample) -> bool| {
+            let mut v: Vec<u32> = c
+                .runs
+                .samples
+                .iter()
+                .filter(|s| f(s))
+                .map(|s| s.apply_us)
+                .collect();
+            v.sort_unstable();
+            (percentile(&v, 0.5), v.len())
+        };
+        let (first, n1) = pick(&|s| s.after_freeze);
+        let (during, n2) = pick(&|s| s.during_snapshot && !s.after_freeze);
+        let (idle, n3) = pick(&|s| !s.during_snapshot && !s.after_freeze);
+        println!(
+            "| {} | {} / {} / {} | {n1} / {n2} / {n3} |",
+            c.label,
+            ms(first as f64),
+            ms(during as f64),
+            ms(idle as f64)
+        );
+    }
+    println!();
+    println!(
+        "Peak heap above the resting state with a snapshot being written during every batch ({} batches, untimed): {:.1} MB ({:.0} bytes per key)",
+        cfg.batches.min(40),
+        extra_peak as f64 / 1e6,
+        extra_peak as f64 / cfg.large_keys as f64
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Phase 3 and 4: recovery and memory.
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                total += dir_bytes(&e.path());
+            } else {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+/// Drop every file's pages under `path` from the page cache (they are
+/// clean: everything was synced), so the next read comes from the disk.
+fn drop_cache(path: &Path) {
+    #[cfg(target_os = "linux")]
+    {
+        if path.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(path) {
+                for e in entries.flatten() {
+                    drop_cache(&e.path());
+                }
+            }
+        } else if let Ok(f) = std::fs::File::open(path) {
+            let _ = f.sync_all();
+            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = path;
+}
+
+/// What a recovery opens.
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    /// The state store with the snapshot and the deltas.
+    State,
+    /// The state store with the snapshot alone (no deltas after it).
+    StateSnapshotOnly,
+    /// redb after a clean close.
+    RedbClean,
+    /// redb from a copy of its file taken before the close.
+    RedbCrash,
+}
+
+struct Histories {
+    state: PathBuf,
+    state_snapshot_only: PathBuf,
+    redb: PathBuf,
+    crash_image: PathBuf,
+    /// Where a crash image is copied to be opened (repair rewrites it).
+    crash_open: PathBuf,
+    keys: usize,
+    deltas: usize,
+}
+
+/// Recover `target`: the time to the open alone and to the keys in
+/// memory.
+fn recover(h: &Histories, target: Target, cold: bool) -> (Duration, Duration) {
+    let path = match target {
+        Target::State => &h.state,
+        Target::StateSnapshotOnly => &h.state_snapshot_only,
+        Target::RedbClean => &h.redb,
+        Target::RedbCrash => {
+            std::fs::copy(&h.crash_image, &h.crash_open).expect("copy the crash image");
+            &h.crash_open
+        }
+    };
+    if cold {
+        drop_cache(path);
+    }
+    let t = Instant::now();
+    match target {
+        Target::State | Target::StateSnapshotOnly => {
+            let store = Arc::new(StateStore::open(path, state_options(u64::MAX)).expect("open"));
+            let opened = t.elapsed();
+            let op = store.operator::<Key, u64>(OPERATOR).expect("operator");
+            let total = t.elapsed();
+            assert_eq!(op.len().unwrap(), h.keys, "every key recovered");
+            let r = store.report();
+            let deltas = if target == Target::State { h.deltas } else { 0 };
+            assert_eq!(r.deltas_replayed.len(), deltas);
+            assert!(r.snapshot_used.is_some(), "recovered from the snapshot");
+            (opened, total)
+        }
+        Target::RedbClean | Target::RedbCrash => {
+            let db = Database::open(path).expect("redb open");
+            let opened = t.elapsed();
+            let map = read_all(&db);
+            let total = t.elapsed();
+            assert_eq!(map.len(), h.keys, "every key read");
+            (opened, total)
+        }
+    }
+}
+
+fn read_all(db: &Database) -> BTreeMap<Key, u64> {
+    let rtxn = db.begin_read().expect("begin_read");
+    let table = rtxn.open_table(TABLE).expect("open_table");
+    table
+        .iter()
+        .expect("iter")
+        .map(|e| {
+            let (k, v) = e.expect("entry");
+            (k.value(), v.value())
+        })
+        .collect()
+}
+
+fn secs_median(v: &[Duration]) -> f64 {
+    median(v.iter().map(Duration::as_secs_f64).collect())
+}
+
+fn phase_recovery(cfg: &Config, root: &Path) {
+    let n = cfg.large_keys;
+    println!();
+    println!(
+        "## Recovery: {n} keys from a snapshot and {} deltas of {} keys ({} opens each)",
+        cfg.recovery_deltas, cfg.changed, cfg.reps
+    );
+    let h = Histories {
+        state: root.join("state"),
+        state_snapshot_only: root.join("state-snapshot-only"),
+        redb: root.join("recover.redb"),
+        crash_image: root.join("recover-crash.redb"),
+        crash_open: root.join("recover-crash-open.redb"),
+        keys: n,
+        deltas: cfg.recovery_deltas,
+    };
+    const SEED: u64 = 0x0123_4567_89AB_CDEF;
+
+    // The state store's history: every key in one batch, a snapshot, then
+    // the deltas.
+    let snapshot_secs;
+    {
+        let mut keys = Keys::new(n, SEED);
+        let mut s = State::open(&h.state, state_options(u64::MAX));
+        s.fill(&keys);
+        let t = Instant::now();
+        s.store.snapshot_now().expect("snapshot");
+        snapshot_secs = t.elapsed().as_secs_f64();
+        for _ in 0..cfg.recovery_deltas {
+            let b = keys.batch(cfg.changed);
+            s.run_batch(&b);
+        }
+        // The same state with no deltas after its snapshot.
+        let mut s = State::open(&h.state_snapshot_only, state_options(u64::MAX));
+        s.fill(&keys);
+        s.store.snapshot_now().expect("snapshot");
+    }
+    let snapshot_bytes = dir_bytes(&h.state.join(streamwal::state::STATE_SNAPSHOTS_NAME));
+    let log_bytes = dir_bytes(&h.state.join(streamwal::state::STATE_LOG_NAME));
+
+    // redb's history: the same keys and batches.
+    {
+        let mut keys = Keys::new(n, SEED);
+        let mut r = Redb::create(&h.redb);
+        r.fill(&keys);
+        for _ in 0..cfg.recovery_deltas {
+            let b = keys.batch(cfg.changed);
+            r.run_batch(&b);
+        }
+        // Every commit was durable: the file's bytes now are what a crash
+        // at this point leaves on the disk.
+        std::fs::copy(&h.redb, &h.crash_image).expect("copy the crash image");
+    }
+    let redb_bytes = std::fs::metadata(&h.redb).map_or(0, |m| m.len());
+
+    let cases = [
+        ("streamwal state store", Target::State, false),
+        (
+            "streamwal state store, snapshot only",
+            Target::StateSnapshotOnly,
+            false,
+        ),
+        ("redb, after a clean close", Target::RedbClean, false),
+        ("redb, from a crash image", Target::RedbCrash, false),
+        ("streamwal state store, cold cache", Target::State, true),
+        (
+            "redb, after a clean close, cold cache",
+            Target::RedbClean,
+            true,
+        ),
+        (
+            "redb, from a crash image, cold cache",
+            Target::RedbCrash,
+            true,
+        ),
+    ];
+    let mut opens: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
+    let mut totals: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
+    for rep in 0..cfg.reps {
+        for k in 0..cases.len() {
+            let i = (k + rep) % cases.len();
+            let (label, target, cold) = cases[i];
+            let (open, total) = recover(&h, target, cold);
+            eprintln!(
+                "  recovery {label:<40} run {}: {:.3} s (open {:.3} s)",
+                rep + 1,
+                total.as_secs_f64(),
+                open.as_secs_f64()
+            );
+            opens[i].push(open);
+            totals[i].push(total);
+        }
+    }
+
+    println!();
+    println!("| recovery | keys in memory (s) | open alone (s) |");
+    println!("|---|---:|---:|");
+    for (i, (label, _, _)) in cases.iter().enumerate() {
+        println!(
+            "| {label} | {:.3} | {:.3} |",
+            secs_median(&totals[i]),
+            secs_median(&opens[i])
+        );
+    }
+    println!();
+    println!(
+        "streamwal / redb (keys in memory, page cache): {:.2} against a clean close, {:.2} against a crash image",
+        secs_median(&totals[0]) / secs_median(&totals[2]),
+        secs_median(&totals[0]) / secs_median(&totals[3])
+    );
+    println!(
+        "on disk: state snapshot {:.1} MB, state log {:.1} MB ({} deltas); redb file {:.1} MB; writing the snapshot (snapshot_now) took {:.3} s",
+        snapshot_bytes as f64 / 1e6,
+        log_bytes as f64 / 1e6,
+        cfg.recovery_deltas,
+        redb_bytes as f64 / 1e6,
+        snapshot_secs
+    );
+
+    // Memory, in untimed opens: the allocator counts only here.
+    let (state_heap, state_peak) = {
+        let counted = Counted::start();
+        let store = Arc::new(StateStore::open(&h.state, state_options(u64::MAX)).expect("open"));
+        let op = store.operator::<Key, u64>(OPERATOR).expect("operator");
+        let got = (counted.live(), counted.peak());
+        drop((op, store, counted));
+        got
+    };
+    let redb_heap = {
+        let counted = Counted::start();
+        let db = Database::open(&h.redb).expect("redb open");
+        let map = read_all(&db);
+        let got = counted.live();
+        drop((map, db, counted));
+        got
+    };
+    let btree = {
+        let keys = Keys::new(n, SEED);
+        let counted = Counted::start();
+        let map: BTreeMap<Key, u64> = keys.keys.iter().map(|k| (*k, 0)).collect();
+        let got = counted.live();
+        drop((map, counted));
+        got
+    };
+    let _ = std::fs::remove_file(&h.crash_open);
+    println!();
+    println!("## Memory ({n} keys; heap bytes counted by a global allocator)");
+    println!();
+    println!("| what | bytes | bytes per key |");
+    println!("|---|---:|---:|");
+    for (label, b) in [
+        ("state store after recovery", state_heap),
+        ("state store, peak during recovery", state_peak),
+        ("redb after open + reading into a BTreeMap", redb_heap),
+        ("BTreeMap<[u8; 16], u64> alone", btree),
+    ] {
+        println!("| {label} | {b} | {:.1} |", b as f64 / n as f64);
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+fn machine(dir: &Path) -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let fs = mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (dev, at, ty) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(at)
+                .then(|| (at.len(), ty.to_string(), dev.to_string()))
+        })
+        .max()
+        .unwrap_or_else(|| (0, "unknown".into(), "unknown".into()));
+    if fs.1 == "tmpfs" {
+        println!("state: WARNING: tmpfs makes fdatasync free; set STREAMWAL_BENCH_DIR to a disk");
+    }
+    format!(
+        "{cores} cores, kernel {kernel}, {} on {}, directory {}",
+        fs.1,
+        fs.2,
+        dir.display()
+    )
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn main() {
+    let cfg = config();
+    let root = tempfile::tempdir_in(&cfg.dir).expect("tempdir");
+    println!("state: {}", machine(root.path()));
+    println!(
+        "state: {} keys large, {} small, {} changed per batch, load average at start {}",
+        cfg.large_keys,
+        cfg.small_keys,
+        cfg.changed,
+        loadavg()
+    );
+    // `cargo bench` passes `--bench`; a filter argument picks phases by name.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let started = Instant::now();
+    type Phase = fn(&Config, &Path);
+    let phases: [(&str, Phase); 3] = [
+        ("commit", phase_commit_cost),
+        ("snapshot", phase_snapshot_latency),
+        ("recovery", phase_recovery),
+    ];
+    for (name, phase) in phases {
+        if filter.as_deref().is_none_or(|f| name.contains(f)) {
+            phase(&cfg, &root.path().join(name));
+        }
+    }
+    println!();
+    println!(
+        "state: {:.0} s in all, load average at the end {}",
+        started.elapsed().as_secs_f64(),
+        loadavg()
+    );
+}
