@@ -2,7 +2,7 @@
 //! in one process, on one file system, every batch durable.
 //!
 //! ```text
-//! cargo bench --bench state                 # every table (~3 minutes)
+//! cargo bench --bench state                 # every table (~3-5 minutes)
 //! STREAMWAL_STATE_REPS=1 cargo bench --bench state   # a quicker look
 //! cargo bench --bench state -- recovery     # one phase: commit, snapshot, recovery
 //! ```
@@ -25,15 +25,21 @@
 //!    10,000 and with 1,000,000 keys in the state, both systems, snapshots
 //!    off for the state store (`snapshot_every_batches = u64::MAX`), so that
 //!    this is the batch loop alone. Each batch is timed in two parts:
-//!    `apply` (`begin_batch` + the puts; redb: `begin_write` + `open_table`
-//!    + the inserts) and `commit` (`commit_batch`; redb: `commit`).
+//!    `apply` (`begin_batch` and the puts; redb: `begin_write`,
+//!    `open_table` and the inserts) and `commit` (`commit_batch`; redb:
+//!    `commit`). The
+//!    four subjects take turns of 10 batches (each turn after 2 untimed
+//!    ones), so that the machine's drift falls on all of them alike; ratios
+//!    are the median of the runs' ratios.
 //! 2. **Commit latency while a snapshot is written.** The state store at
 //!    1,000,000 keys with snapshots off, with the default
 //!    (`snapshot_every_batches = 10`) and with `snapshot_every_batches = 1`:
 //!    each commit starts a background snapshot when none is running, so one
 //!    is being written during nearly every batch (the table gives the
 //!    snapshots written and the share of batches during which one was in
-//!    progress).
+//!    progress, and the puts' median in the first batch after a snapshot
+//!    starts, which copies the frozen map's nodes it writes, apart from the
+//!    others). Then, untimed, the heap a running snapshot adds.
 //! 3. **Recovery.** 1,000,000 keys, a snapshot (`snapshot_now`), then 100
 //!    batches of 10,000 changes (deltas), then the store dropped. Recovery
 //!    is `StateStore::open` plus `StateStore::operator::<[u8; 16], u64>`
@@ -64,6 +70,10 @@
 //!   2 runs twice as many).
 //! - `STREAMWAL_STATE_REPS`: runs per configuration, in rotating order
 //!   (default 3; medians of the runs, latency percentiles pooled).
+//!
+//! Every run line on stderr and every table gives the CPU that other
+//! processes used meanwhile (from /proc/stat against /proc/self/stat), so a
+//! disturbed run shows as one.
 
 #![allow(unsafe_code)] // the counting allocator below
 
@@ -454,6 +464,9 @@ struct Runs {
     apply: Vec<f64>,
     commit: Vec<f64>,
     samples: Vec<Sample>,
+    /// CPU other processes used during the subject's timed batches
+    /// (cores, on average over a run; the highest of the runs).
+    others: f64,
 }
 
 impl Runs {
@@ -515,40 +528,130 @@ impl Subject {
     }
 }
 
-/// Warm-up batches before each timed run (not counted).
-const WARMUP: usize = 3;
+/// Untimed batches before each turn of a subject: the first batch after
+/// another subject ran finds cold caches, which a store in a real batch
+/// loop would not.
+const WARMUP: usize = 2;
 
-fn run_rotating(cfg: &Config, configs: &mut [Subject], batches: usize, phase: &str) {
+/// CPU time of the whole machine and of this process, from /proc (Linux;
+/// zeros elsewhere), to tell how much else ran during a measurement.
+#[derive(Clone, Copy)]
+struct CpuMark {
+    /// Ticks of all CPUs: busy, and in all.
+    busy: u64,
+    all: u64,
+    /// Ticks of this process.
+    mine: u64,
+}
+
+impl CpuMark {
+    fn now() -> CpuMark {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let v: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let all: u64 = v.iter().sum();
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        let me = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let mine = me
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|f| f.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        CpuMark {
+            busy: all - idle,
+            all,
+            mine,
+        }
+    }
+
+    /// Ticks of other processes since `self`, and ticks of all CPUs.
+    fn others_ticks(&self) -> (u64, u64) {
+        let now = CpuMark::now();
+        let others = (now.busy.saturating_sub(self.busy)).saturating_sub(now.mine - self.mine);
+        (others, now.all.saturating_sub(self.all))
+    }
+
+    /// Cores used by other processes since `self`, on average.
+    fn others_since(&self) -> f64 {
+        let (others, all) = self.others_ticks();
+        cores_of(others, all)
+    }
+}
+
+/// `others` ticks out of `all` as cores.
+fn cores_of(others: u64, all: u64) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    if all == 0 {
+        0.0
+    } else {
+        others as f64 / all as f64 * cores
+    }
+}
+
+/// Run every subject `cfg.reps` times, `batches` batches each, in
+/// rotating order; within a repetition, in turns of `turn` batches each
+/// (so that drift of the machine falls on all of them alike).
+fn run_rotating(cfg: &Config, configs: &mut [Subject], batches: usize, turn: usize, phase: &str) {
+    let t0 = Instant::now();
     for rep in 0..cfg.reps {
-        for k in 0..configs.len() {
-            let c = &mut configs[(k + rep) % configs.len()];
-            for _ in 0..WARMUP {
-                let b = c.keys.batch(cfg.changed);
-                c.engine.run_batch(&b);
+        let mut runs: Vec<Vec<Sample>> = vec![Vec::with_capacity(batches); configs.len()];
+        let mut others = vec![(0u64, 0u64); configs.len()];
+        let mut elapsed = vec![Duration::ZERO; configs.len()];
+        let mut done = 0;
+        while done < batches {
+            let n = turn.min(batches - done);
+            for k in 0..configs.len() {
+                let i = (k + rep) % configs.len();
+                let c = &mut configs[i];
+                for _ in 0..WARMUP {
+                    let b = c.keys.batch(cfg.changed);
+                    c.engine.run_batch(&b);
+                }
+                let written_before = match &c.engine {
+                    Engine::State(s) => s.store.stats().snapshots_written,
+                    Engine::Redb(_) => 0,
+                };
+                let mark = CpuMark::now();
+                let started = Instant::now();
+                for _ in 0..n {
+                    let b = c.keys.batch(cfg.changed);
+                    runs[i].push(c.engine.run_batch(&b));
+                }
+                elapsed[i] += started.elapsed();
+                let (o, a) = mark.others_ticks();
+                others[i] = (others[i].0 + o, others[i].1 + a);
+                if let Engine::State(s) = &c.engine {
+                    c.snapshots += s.store.stats().snapshots_written - written_before;
+                }
+                c.engine.settle();
             }
-            let written_before = match &c.engine {
-                Engine::State(s) => s.store.stats().snapshots_written,
-                Engine::Redb(_) => 0,
-            };
-            let started = Instant::now();
-            let mut run = Vec::with_capacity(batches);
-            for _ in 0..batches {
-                let b = c.keys.batch(cfg.changed);
-                run.push(c.engine.run_batch(&b));
-            }
-            let elapsed = started.elapsed();
-            if let Engine::State(s) = &c.engine {
-                c.snapshots += s.store.stats().snapshots_written - written_before;
-            }
-            c.engine.settle();
+            done += n;
+        }
+        for (i, run) in runs.into_iter().enumerate() {
+            let c = &mut configs[i];
             let med = median(run.iter().map(|s| s.total_us() as f64).collect());
+            let others = cores_of(others[i].0, others[i].1);
             eprintln!(
-                "  {phase} {:<28} run {}: median batch {} ms ({:.1} s)",
+                "  [{:>5.1} s] {phase} {:<28} run {}: median batch {} ms ({:.1} s; other processes {:.2} cores)",
+                t0.elapsed().as_secs_f64(),
                 c.label,
                 rep + 1,
                 ms(med),
-                elapsed.as_secs_f64()
+                elapsed[i].as_secs_f64(),
+                others
             );
+            c.runs.others = c.runs.others.max(others);
             c.runs.add(run);
         }
     }
@@ -597,18 +700,18 @@ fn phase_commit_cost(cfg: &Config, root: &Path) {
         );
         configs.push(Subject::new(format!("redb|{n}"), engine, keys, path));
     }
-    run_rotating(cfg, &mut configs, cfg.batches, "commit");
+    run_rotating(cfg, &mut configs, cfg.batches, 10, "commit");
 
     println!();
     println!(
-        "| system | keys in state | batch median (ms) | apply median (ms) | commit median (ms) | batch p50 / p99 (ms) | commit p50 / p99 (ms) | batches/s |"
+        "| system | keys in state | batch median (ms) | apply median (ms) | commit median (ms) | batch p50 / p99 (ms) | commit p50 / p99 (ms) | batches/s | other processes, max (cores) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for c in &configs {
         let (sys, n) = c.label.split_once('|').unwrap_or((&c.label, ""));
         let total = median(c.runs.total.clone());
         println!(
-            "| {sys} | {n} | {} | {} | {} | {} / {} | {} / {} | {:.1} |",
+            "| {sys} | {n} | {} | {} | {} | {} / {} | {} / {} | {:.1} | {:.2} |",
             ms(total),
             ms(median(c.runs.apply.clone())),
             ms(median(c.runs.commit.clone())),
@@ -616,15 +719,23 @@ fn phase_commit_cost(cfg: &Config, root: &Path) {
             ms(c.runs.p(Sample::total_us, 0.99) as f64),
             ms(c.runs.p(|s| s.commit_us, 0.5) as f64),
             ms(c.runs.p(|s| s.commit_us, 0.99) as f64),
-            1e6 / total
+            1e6 / total,
+            c.runs.others
         );
     }
-    let ratio = |a: &Subject, b: &Subject, f: fn(&Runs) -> Vec<f64>| {
-        median(f(&a.runs)) / median(f(&b.runs))
+    // The median over the repetitions of each repetition's ratio.
+    let ratio = |a: &Subject, b: &Subject, f: fn(&Runs) -> &Vec<f64>| {
+        median(
+            f(&a.runs)
+                .iter()
+                .zip(f(&b.runs))
+                .map(|(x, y)| x / y)
+                .collect(),
+        )
     };
     let (s_small, r_small, s_large, r_large) = (&configs[0], &configs[1], &configs[2], &configs[3]);
     println!();
-    println!("| ratio | batch | apply | commit |");
+    println!("| ratio (median of the runs' ratios) | batch | apply | commit |");
     println!("|---|---:|---:|---:|");
     for (label, a, b) in [
         ("streamwal: large state / small state", s_large, s_small),
@@ -634,9 +745,9 @@ fn phase_commit_cost(cfg: &Config, root: &Path) {
     ] {
         println!(
             "| {label} | {:.2} | {:.2} | {:.2} |",
-            ratio(a, b, |r| r.total.clone()),
-            ratio(a, b, |r| r.apply.clone()),
-            ratio(a, b, |r| r.commit.clone())
+            ratio(a, b, |r| &r.total),
+            ratio(a, b, |r| &r.apply),
+            ratio(a, b, |r| &r.commit)
         );
     }
     println!();
@@ -671,7 +782,7 @@ fn phase_snapshot_latency(cfg: &Config, root: &Path) {
         let engine = state_engine(&path, &keys, every);
         configs.push(Subject::new(label.to_string(), engine, keys, path));
     }
-    run_rotating(cfg, &mut configs, batches, "snapshot");
+    run_rotating(cfg, &mut configs, batches, batches, "snapshot");
 
     // Untimed: the heap a running snapshot holds on top of the live state
     // (its frozen map's nodes, which the batch loop's writes then copy, and
@@ -689,13 +800,13 @@ fn phase_snapshot_latency(cfg: &Config, root: &Path) {
 
     println!();
     println!(
-        "| snapshots | batch p50 / p99 (ms) | commit p50 / p99 (ms) | apply p50 / p99 (ms) | snapshots written | batches during a snapshot |"
+        "| snapshots | batch p50 / p99 (ms) | commit p50 / p99 (ms) | apply p50 / p99 (ms) | snapshots written | batches during a snapshot | other processes, max (cores) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for c in &configs {
         let during = c.runs.samples.iter().filter(|s| s.during_snapshot).count();
         println!(
-            "| {} | {} / {} | {} / {} | {} / {} | {} | {:.0}% |",
+            "| {} | {} / {} | {} / {} | {} / {} | {} | {:.0}% | {:.2} |",
             c.label,
             ms(c.runs.p(Sample::total_us, 0.5) as f64),
             ms(c.runs.p(Sample::total_us, 0.99) as f64),
@@ -704,7 +815,8 @@ fn phase_snapshot_latency(cfg: &Config, root: &Path) {
             ms(c.runs.p(|s| s.apply_us, 0.5) as f64),
             ms(c.runs.p(|s| s.apply_us, 0.99) as f64),
             c.snapshots,
-            100.0 * during as f64 / c.runs.samples.len().max(1) as f64
+            100.0 * during as f64 / c.runs.samples.len().max(1) as f64,
+            c.runs.others
         );
     }
     let base = &configs[0].runs;
@@ -957,12 +1069,14 @@ fn phase_recovery(cfg: &Config, root: &Path) {
         for k in 0..cases.len() {
             let i = (k + rep) % cases.len();
             let (label, target, cold) = cases[i];
+            let mark = CpuMark::now();
             let (open, total) = recover(&h, target, cold);
             eprintln!(
-                "  recovery {label:<40} run {}: {:.3} s (open {:.3} s)",
+                "  recovery {label:<40} run {}: {:.3} s (open {:.3} s; other processes {:.2} cores)",
                 rep + 1,
                 total.as_secs_f64(),
-                open.as_secs_f64()
+                open.as_secs_f64(),
+                mark.others_since()
             );
             opens[i].push(open);
             totals[i].push(total);
