@@ -407,11 +407,13 @@ impl StateStore {
         inner.open = None;
         let due = inner.stats.batches_since_snapshot >= self.opts.snapshot_every_batches
             || inner.stats.bytes_since_snapshot >= self.opts.snapshot_every_bytes;
-        if due {
+        let job = if due { self.freeze(&mut inner) } else { None };
+        drop(inner);
+        if let Some(job) = job {
             // In call order (no background I/O), a failed snapshot is
             // reported in the stats, as a background one is: the batch is
             // committed either way.
-            let _ = self.start_snapshot(&mut inner, !self.background);
+            let _ = self.launch(job, !self.background);
         }
         Ok(())
     }
@@ -425,6 +427,7 @@ impl StateStore {
 
     /// Write a snapshot of the committed state now and wait for it (and for
     /// one already running), then retire the deltas no kept snapshot needs.
+    /// The store stays usable from other threads while it is written.
     /// The batch loop does not need this (snapshots run in the background);
     /// tests and tools do.
     ///
@@ -432,14 +435,26 @@ impl StateStore {
     /// [`Error::StateMisuse`] with a batch open; the snapshot's write errors
     /// (the deltas stay: nothing is lost).
     pub fn snapshot_now(&self) -> Result<()> {
-        self.wait_for_snapshot();
-        let mut inner = self.lock_usable()?;
-        if inner.open.is_some() {
-            return Err(Error::StateMisuse(
-                "a batch is open; snapshots are of committed state",
-            ));
+        loop {
+            self.wait_for_snapshot();
+            let mut inner = self.lock_usable()?;
+            if inner.open.is_some() {
+                return Err(Error::StateMisuse(
+                    "a batch is open; snapshots are of committed state",
+                ));
+            }
+            if inner.version.is_none() {
+                return Ok(()); // nothing was ever committed
+            }
+            // `None`: a commit on another thread started one meanwhile;
+            // wait for it and write this one after.
+            if let Some(job) = self.freeze(&mut inner) {
+                // The store is not locked while the snapshot is written: a
+                // batch loop on another thread goes on.
+                drop(inner);
+                return self.launch(job, true);
+            }
         }
-        self.start_snapshot(&mut inner, true)
     }
 
     /// Wait until no snapshot is being written.
@@ -454,22 +469,21 @@ impl StateStore {
         }
     }
 
-    /// Snapshot the committed state (no batch is open): frozen maps now,
-    /// encoding and writing on a thread (or here, if `wait`).
-    fn start_snapshot(&self, inner: &mut Inner, wait: bool) -> Result<()> {
-        let Some(version) = inner.version else {
-            return Ok(()); // nothing was ever committed
-        };
+    /// Freeze the committed state (no batch is open) for a snapshot: O(1)
+    /// per operator. `None` if nothing was ever committed or a snapshot is
+    /// already being written (the next due commit starts another).
+    fn freeze(&self, inner: &mut Inner) -> Option<SnapshotJob> {
+        let version = inner.version?;
         {
             let mut running = lock(&self.snapshot.running);
             if *running {
-                return Ok(()); // the next due commit starts another
+                return None;
             }
             *running = true;
         }
         inner.stats.batches_since_snapshot = 0;
         inner.stats.bytes_since_snapshot = 0;
-        let job = SnapshotJob {
+        Some(SnapshotJob {
             frozen: inner
                 .operators
                 .iter()
@@ -480,7 +494,11 @@ impl StateStore {
             last_lsn: inner.last_lsn,
             log: self.log.clone(),
             snapshots: self.snapshots.clone(),
-        };
+        })
+    }
+
+    /// Encode and write a frozen snapshot: here if `wait`, else on a thread.
+    fn launch(&self, job: SnapshotJob, wait: bool) -> Result<()> {
         let slot = self.snapshot.clone();
         if wait {
             let got = job.run();
