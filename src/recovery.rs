@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Name of the journal's directory inside the checkpoint directory.
 pub const JOURNAL_DIR_NAME: &str = "journal";
@@ -303,7 +303,7 @@ impl<G: DeserializeOwned> ContextBuilder<G> {
     /// taking the checkpoints over).
     pub fn get_or_create(self, create: impl FnOnce() -> G) -> Result<StreamingContext<G>> {
         let started = Instant::now();
-        let now_ms = self.now_ms.unwrap_or_else(system_now_ms);
+        let now_ms = self.now_ms.unwrap_or_else(crate::wal::now_millis);
         let journal = self.location.child(JOURNAL_DIR_NAME)?;
         let receiver = match self.receiver_log {
             Some(at) => at,
@@ -318,13 +318,6 @@ impl<G: DeserializeOwned> ContextBuilder<G> {
         };
         assemble(parts, &self.opts, now_ms, create, started)
     }
-}
-
-/// Milliseconds since the Unix epoch by the system clock (0 before it).
-fn system_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Where a context's parts are: the checkpoint store (opened first: the

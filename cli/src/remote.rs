@@ -1,7 +1,7 @@
 //! `inspect`, `verify` and `dump` on object storage: an argument with `://`
 //! is a URL (`s3://bucket/prefix`), either a log's location or a context's
 //! (checkpoints, with the journal in `journal/` and the receiver log in
-//! `receiver/`, as `recovery::get_or_create_url` lays them out). Everything
+//! `receiver/`, as `StreamingContext::builder` lays them out at a URL). Everything
 //! is opened read-only: no claim, no epoch, nobody fenced.
 
 #[cfg(not(feature = "object-store"))]

@@ -11,7 +11,7 @@ use streamwal::wal::TornFrames;
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// The log or checkpoint directory to check, or an object-storage URL
-    /// (a log's, or a context's from `get_or_create_url`; build with
+    /// (a log's, or a context's opened at a URL; build with
     /// `--features object-store`).
     pub dir: PathBuf,
     /// Print one JSON object (dir, kind, healthy, problems, warnings) instead

@@ -87,9 +87,8 @@ impl ObjectLocation {
     ///
     /// `file://` is refused: the `object_store` crate's local backend does
     /// not fsync, so it could not keep this crate's durability promise.
-    /// [`crate::Wal::open_url`] and [`crate::recovery::get_or_create_url`]
-    /// take `file://` URLs to the crate's own local log and checkpoint
-    /// store instead.
+    /// [`crate::Location::parse`] takes a `file://` URL to the crate's own
+    /// durable local directory instead.
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] for a URL that does not parse or names an
@@ -117,7 +116,7 @@ impl ObjectLocation {
             "file" => {
                 return Err(invalid(
                     "file:// is not durable through object_store; \
-                     Wal::open_url and get_or_create_url open it as a local directory"
+                     Location::parse opens it as a local directory"
                         .into(),
                 ));
             }

@@ -11,8 +11,8 @@
 //!
 //! The write-ahead log goes there too ([`crate::Wal::open`]: one
 //! immutable object per group-commit batch, fenced by a claim object), and
-//! [`crate::recovery::get_or_create_at`] keeps a whole context under one
-//! URL. docs/DESIGN.md ("Object storage") has the layouts and the rules.
+//! [`crate::StreamingContext::builder`] at a parsed URL keeps a whole
+//! context under one prefix. docs/DESIGN.md ("Object storage") has the layouts and the rules.
 //!
 //! The API blocks: each store runs its requests on a small runtime of its
 //! own. Do not call it from inside an async task (use `spawn_blocking`).

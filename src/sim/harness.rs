@@ -312,8 +312,8 @@ impl CrashHarness {
     /// Run `workload` once on a fresh simulated storage, then check every
     /// crash state with `checker`; see [`CrashHarness`].
     ///
-    /// `workload` gets the storage (open the crate's types on it with their
-    /// `open_with_storage` constructors) and a [`Recorder`] for what it
+    /// `workload` gets the storage (open the crate's types on it through
+    /// `Location::dir_on(storage, path)`) and a [`Recorder`] for what it
     /// attempted and what was acknowledged; it should stop at the first error.
     /// `checker` gets a storage holding a crashed state and the events
     /// recorded up to the crash; it recovers and returns `Err` if a promise

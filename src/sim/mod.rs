@@ -25,7 +25,7 @@
 //!
 //! The real [`crate::Wal`], [`crate::checkpoint::CheckpointStore`] and
 //! [`crate::tracker::BlockTracker`] run on the simulator unchanged through
-//! their `open_with_storage` constructors, so the code paths under test are
+//! their constructors (given a `Location::dir_on(storage, path)`), so the code paths under test are
 //! the production ones.
 //!
 //! ```

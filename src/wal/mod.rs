@@ -42,3 +42,4 @@ pub use options::{
 pub use segment::{SEGMENT_SUFFIX, segment_file_name};
 pub(crate) use writer::FileWal;
 pub(crate) use writer::new_log_id as random_id;
+pub(crate) use writer::now_millis;

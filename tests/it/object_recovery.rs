@@ -1,5 +1,5 @@
 //! Driver recovery with everything on object storage
-//! (`recovery::get_or_create_at`): the same outcomes as on a file system
+//! (`StreamingContext::builder` at an object-storage location): the same outcomes as on a file system
 //! (batches to run, unallocated blocks, blocks read back), journal
 //! retirement, and a driver that is taken over cannot add to what its
 //! successor recovered. On memory always, and on a real S3-protocol server

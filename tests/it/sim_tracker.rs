@@ -153,7 +153,7 @@ fn context_options() -> ContextOptions {
 
 /// The whole driver: receive, allocate, commit, checkpoint every third
 /// batch (which retires journal segments), crash anywhere, recover with
-/// `get_or_create_with_storage`. Every acknowledged block is recoverable
+/// `StreamingContext::builder` on the simulator. Every acknowledged block is recoverable
 /// exactly once with its bytes, allocations never change, acknowledged
 /// commits stay, and every allocated uncommitted batch is handed back to run.
 #[test]

@@ -98,6 +98,12 @@ fn receive(ctx: &StreamingContext<Graph>, line: &str, at: u64) -> Result<()> {
 
 // ---------------------------------------------------------------- the child
 
+/// The running counts the keyed state holds.
+fn keyed_counts(ctx: &StreamingContext<Graph>) -> BTreeMap<String, u64> {
+    let counts = ctx.state::<String, u64>("counts").unwrap();
+    counts.iter().unwrap().into_iter().collect()
+}
+
 fn open(dir: &Path, now_ms: u64) -> Result<StreamingContext<Graph>> {
     StreamingContext::builder(dir.join("ctx"))
         .batch_interval_ms(1_000)
@@ -139,13 +145,7 @@ fn state_crash_child_main() {
         }
     }
     run_batch(&mut ctx, &out, next).expect("last batch");
-    let keyed: BTreeMap<String, u64> = ctx
-        .state::<String, u64>("counts")
-        .unwrap()
-        .iter()
-        .unwrap()
-        .into_iter()
-        .collect();
+    let keyed = keyed_counts(&ctx);
     say(if keyed == ctx.graph.counts {
         "agree"
     } else {
@@ -281,13 +281,7 @@ fn kill_nine_the_readme_recipe_counts_each_line_once() {
     }
     // Recover once more, as an engine would, and read the counts.
     let ctx = open(tmp.path(), newest_batch).unwrap();
-    let counts: BTreeMap<String, u64> = ctx
-        .state::<String, u64>("counts")
-        .unwrap()
-        .iter()
-        .unwrap()
-        .into_iter()
-        .collect();
+    let counts = keyed_counts(&ctx);
     let mut counted = 0;
     for (word, &n) in &counts {
         if word == "all" {

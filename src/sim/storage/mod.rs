@@ -99,7 +99,7 @@ struct Inner {
 /// memory, so the real [`crate::Wal`],
 /// [`crate::checkpoint::CheckpointStore`] and
 /// [`crate::tracker::BlockTracker`] run on it unchanged through their
-/// `open_with_storage` constructors. For every file it keeps what the process
+/// constructors, given a `Location::dir_on(storage, path)`. For every file it keeps what the process
 /// sees (the page cache) and what is durable, plus the list of changes since
 /// the last sync; for the namespace it keeps the live entries, the durable
 /// entries and the directory changes not yet made durable by
