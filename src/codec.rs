@@ -25,6 +25,21 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, what: &'static str) -> Result<Ve
     })
 }
 
+/// Encode `value` at the end of `out` (which keeps its allocation between
+/// calls). `what` names it in errors.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+    what: &'static str,
+) -> Result<()> {
+    bincode::serde::encode_into_std_write(value, out, config())
+        .map(|_| ())
+        .map_err(|e| Error::Encode {
+            what,
+            source: Box::new(e),
+        })
+}
+
 /// Decode a `T` that must fill `bytes` exactly. `what` names it in errors.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
     if bytes.len() > DECODE_BYTES_MAX {

@@ -307,7 +307,7 @@ fn rebuild(dir: &Path, at: Option<u64>) -> Result<Rebuilt, Failure> {
         }
         for (name, entries) in &body.operators {
             let op = operators.entry(name.clone()).or_default();
-            op.extend(entries.iter().cloned());
+            op.extend(entries.iter().map(|e| (e.key.clone(), e.slot.clone())));
         }
         (state_id, version, covered) = (Some(body.state_id), Some(body.batch_time), body.log_lsn);
     }
@@ -408,10 +408,10 @@ fn rebuild(dir: &Path, at: Option<u64>) -> Result<Rebuilt, Failure> {
         }
         for (name, changes) in delta.operators {
             let op = operators.entry(name).or_default();
-            for (key, slot) in changes {
-                match slot {
-                    Some(slot) => op.insert(key, slot),
-                    None => op.remove(&key),
+            for change in changes {
+                match change.slot {
+                    Some(slot) => op.insert(change.key, slot),
+                    None => op.remove(&change.key),
                 };
             }
         }

@@ -52,6 +52,7 @@
 
 mod operator;
 pub(crate) mod record;
+mod recover;
 mod store;
 
 pub use operator::{StateKey, StateValue};
@@ -59,14 +60,11 @@ pub use record::STATE_FORMAT_VERSION;
 /// The state record codec, for the crate's own tools (feature `internals`;
 /// no stability promise).
 #[cfg(feature = "internals")]
-pub use record::{RawSlot, SnapshotBody, StateDelta, decode_delta};
+pub use record::{RawChange, RawEntry, RawSlot, SnapshotBody, StateDelta, decode_delta};
 pub use store::{STATE_LOG_NAME, STATE_SNAPSHOTS_NAME, StateReport, StateStats, StateStore};
 
-use crate::codec;
 use crate::error::Result;
 use crate::wal::WalOptions;
-use operator::Slot;
-use record::RawSlot as Stored;
 use std::marker::PhantomData;
 use std::ops::RangeBounds;
 use std::sync::Arc;
@@ -163,9 +161,10 @@ impl<K: StateKey, V: StateValue> KeyedState<K, V> {
     /// Set `key` to `value` (no timeout) in the open batch; the old value.
     ///
     /// # Errors
-    /// [`crate::Error::StateMisuse`] with no batch open;
-    /// [`crate::Error::Encode`] if the key or value refuses to serialize
-    /// (nothing changed).
+    /// [`crate::Error::StateMisuse`] with no batch open. Keys and values
+    /// are encoded when the batch commits: one that refuses to serialize
+    /// fails [`StateStore::commit_batch`] with [`crate::Error::Encode`],
+    /// and the batch stays open, to be aborted.
     pub fn put(&self, key: K, value: V) -> Result<Option<V>> {
         self.write(key, Some(value), None)
     }
@@ -237,24 +236,14 @@ impl<K: StateKey, V: StateValue> KeyedState<K, V> {
 
     fn read<R>(&self, f: impl FnOnce(&operator::Typed<K, V>) -> R) -> Result<R> {
         self.store
-            .with_operator::<K, V, R>(&self.name, false, |op, _, _| Ok(f(op)))
+            .with_operator::<K, V, R>(&self.name, false, |op, _| Ok(f(op)))
     }
 
     fn write(&self, key: K, value: Option<V>, timeout_ms: Option<u64>) -> Result<Option<V>> {
         self.store
-            .with_operator::<K, V, _>(&self.name, true, |op, open, changes| {
+            .with_operator::<K, V, _>(&self.name, true, |op, open| {
                 let expires_at = timeout_ms.and_then(|t| open.map(|batch| batch.saturating_add(t)));
-                let key_bytes = codec::encode(&key, "state key")?;
-                let stored = match &value {
-                    Some(v) => Some(Stored {
-                        value: codec::encode(v, "state value")?,
-                        expires_at,
-                    }),
-                    None => None,
-                };
-                let slot = value.map(|value| Slot { value, expires_at });
-                let old = op.state.set(key, slot);
-                changes.insert(key_bytes, stored);
+                let old = op.state.set(key, value.map(|v| (v, expires_at)));
                 Ok(old.map(|s| s.value))
             })
     }

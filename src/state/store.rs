@@ -3,10 +3,10 @@
 //! valid snapshot plus the deltas after it.
 
 use super::operator::{Frozen, Operator, Raw, StateKey, StateValue, Typed};
-use super::record::{self, RawChanges, RawSlot, STATE_FORMAT_VERSION, SnapshotBody, StateDelta};
-use super::{KeyedState, StateOptions};
+use super::record::{DeltaOut, EncodeEach, STATE_FORMAT_VERSION, SnapshotOut};
+use super::{KeyedState, StateOptions, recover};
 use crate::checkpoint::{Checkpoint, CheckpointOptions, CheckpointStore, SkippedCheckpoint};
-use crate::error::{CorruptionKind, Error, Result};
+use crate::error::{Error, Result};
 use crate::tracker::TrackerState;
 use crate::{Location, RecoveryReport, SyncPolicy, Wal, codec};
 use std::collections::BTreeMap;
@@ -83,8 +83,6 @@ struct Inner {
     version: Option<u64>,
     open: Option<u64>,
     operators: BTreeMap<String, Box<dyn Operator>>,
-    /// The open batch's changes per operator: each key's last slot.
-    pending: BTreeMap<String, BTreeMap<Vec<u8>, Option<RawSlot>>>,
     /// LSN of the newest delta.
     last_lsn: u64,
     poisoned: bool,
@@ -145,62 +143,13 @@ impl StateStore {
             log: log.recovery_report().clone(),
             ..StateReport::default()
         };
-        let latest = snapshots.latest::<SnapshotBody>()?;
-        report.snapshots_skipped = latest.skipped;
-        let mut operators: BTreeMap<String, Raw> = BTreeMap::new();
-        let (mut state_id, mut version, mut last_lsn) = (None, None, 0);
-        if let Some((path, ckpt)) = latest.checkpoint {
-            let body = ckpt.graph;
-            record::check_format(&path, ckpt.graph_version)?;
-            record::check_format(&path, body.format)?;
-            if body.batch_time != ckpt.batch_time || body.log_lsn != ckpt.journal_lsn {
-                return Err(Error::corruption(
-                    &path,
-                    0,
-                    CorruptionKind::BadHeader("snapshot body and header disagree"),
-                ));
-            }
-            for (name, entries) in body.operators {
-                let op = operators.entry(name).or_default();
-                for (key, slot) in entries {
-                    op.apply(key, Some(slot));
-                }
-            }
-            report.snapshot_used = Some((path, body.batch_time));
-            (state_id, version, last_lsn) =
-                (Some(body.state_id), Some(body.batch_time), body.log_lsn);
-        }
-        let log_path = log.location().display_path();
-        check_log_covers(&log, &log_path, last_lsn)?;
-        for item in log.iter_from(last_lsn + 1) {
-            let (handle, payload) = item?;
-            // Errors about one delta name its segment and offset (on object
-            // storage, the log and the record's position in it).
-            let file = match log.location().path() {
-                Some(dir) => dir.join(crate::wal::segment_file_name(handle.segment())),
-                None => log_path.clone(),
-            };
-            let bad =
-                |why| Error::corruption(&file, handle.offset(), CorruptionKind::BadHeader(why));
-            let delta = record::decode_delta(&file, &payload)?;
-            if *state_id.get_or_insert(delta.state_id) != delta.state_id {
-                return Err(bad(
-                    "a state delta belongs to another context (its state id differs)",
-                ));
-            }
-            if version.is_some_and(|v| delta.batch_time <= v) {
-                return Err(bad("state deltas are out of batch order"));
-            }
-            for (name, changes) in delta.operators {
-                let op = operators.entry(name).or_default();
-                for (key, slot) in changes {
-                    op.apply(key, slot);
-                }
-            }
-            version = Some(delta.batch_time);
-            last_lsn = handle.lsn();
-            report.deltas_replayed.push(delta.batch_time);
-        }
+        let recovered = recover::recover(&log, &snapshots, &mut report)?;
+        let recover::Recovered {
+            operators,
+            state_id,
+            version,
+            last_lsn,
+        } = recovered;
         report.version = version;
         report.duration = started.elapsed();
         let operators = operators
@@ -216,7 +165,6 @@ impl StateStore {
                 version,
                 open: None,
                 operators,
-                pending: BTreeMap::new(),
                 last_lsn,
                 poisoned: false,
                 stats: StateStats::default(),
@@ -316,23 +264,11 @@ impl StateStore {
             ));
         }
         inner.open = Some(batch_time);
-        let Inner {
-            operators, pending, ..
-        } = &mut *inner;
         let mut failed = None;
-        for (name, op) in operators.iter_mut() {
-            match op.expire(batch_time) {
-                Ok(gone) if gone.is_empty() => {}
-                Ok(gone) => {
-                    let changes = pending.entry(name.clone()).or_default();
-                    for key in gone {
-                        changes.insert(key, None);
-                    }
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+        for op in inner.operators.values_mut() {
+            if let Err(e) = op.expire(batch_time) {
+                failed = Some(e);
+                break;
             }
         }
         if let Some(e) = failed {
@@ -354,6 +290,7 @@ impl StateStore {
     ///
     /// # Errors
     /// [`Error::StateMisuse`] if `batch_time` is not the open batch;
+    /// [`Error::Encode`] if a changed key or value refuses to serialize, or
     /// [`Error::TooLarge`] if the delta exceeds the log's record limit
     /// (nothing was written; the batch stays open: abort it); the log's
     /// other append errors, after which the store is poisoned (every call
@@ -364,33 +301,32 @@ impl StateStore {
         if inner.open != Some(batch_time) {
             return Err(Error::StateMisuse("commit of a batch that is not open"));
         }
-        let pending = std::mem::take(&mut inner.pending);
-        if !pending.values().all(BTreeMap::is_empty) {
-            let delta = StateDelta {
-                format: STATE_FORMAT_VERSION,
-                state_id: inner.state_id,
-                batch_time,
-                operators: pending
-                    .into_iter()
-                    .filter(|(_, c)| !c.is_empty())
-                    .map(|(name, changes)| (name, changes.into_iter().collect::<RawChanges>()))
-                    .collect(),
-            };
-            let encoded = codec::encode(&delta, "state delta");
+        let encoded = {
+            let changes: Vec<(&str, Box<dyn EncodeEach + '_>)> = inner
+                .operators
+                .iter()
+                .filter(|(_, op)| op.has_changes())
+                .map(|(name, op)| (name.as_str(), op.changes()))
+                .collect();
+            if changes.is_empty() {
+                None
+            } else {
+                let delta = DeltaOut {
+                    state_id: inner.state_id,
+                    batch_time,
+                    operators: changes.iter().map(|(n, c)| (*n, &**c)).collect(),
+                };
+                Some(codec::encode(&delta, "state delta"))
+            }
+        };
+        if let Some(encoded) = encoded {
             let appended = encoded.and_then(|b| self.log.append(&b).map(|h| (h, b.len())));
             let (handle, len) = match appended {
                 Ok(done) => done,
-                // Refused before anything was written (the delta does not
-                // encode, or exceeds the log's record limit): the batch
-                // stays open, unchanged, to be aborted.
-                Err(e @ (Error::Encode { .. } | Error::TooLarge { .. })) => {
-                    inner.pending = delta
-                        .operators
-                        .into_iter()
-                        .map(|(n, c)| (n, c.into_iter().collect()))
-                        .collect();
-                    return Err(e);
-                }
+                // Refused before anything was written (a key or value does
+                // not encode, or the delta exceeds the log's record limit):
+                // the batch stays open, unchanged, to be aborted.
+                Err(e @ (Error::Encode { .. } | Error::TooLarge { .. })) => return Err(e),
                 Err(e) => {
                     inner.poisoned = true;
                     return Err(e);
@@ -522,11 +458,7 @@ impl StateStore {
         &self,
         name: &str,
         write: bool,
-        f: impl FnOnce(
-            &mut Typed<K, V>,
-            Option<u64>,
-            &mut BTreeMap<Vec<u8>, Option<RawSlot>>,
-        ) -> Result<R>,
+        f: impl FnOnce(&mut Typed<K, V>, Option<u64>) -> Result<R>,
     ) -> Result<R> {
         let mut inner = self.lock_usable()?;
         let open = inner.open;
@@ -535,17 +467,14 @@ impl StateStore {
                 "no batch is open; call begin_batch first",
             ));
         }
-        let Inner {
-            operators, pending, ..
-        } = &mut *inner;
-        let typed = operators
+        let typed = inner
+            .operators
             .get_mut(name)
             .and_then(|op| op.as_any_mut().downcast_mut::<Typed<K, V>>())
             .ok_or(Error::StateMisuse(
                 "the operator is registered with other key or value types",
             ))?;
-        let changes = pending.entry(name.to_string()).or_default();
-        f(typed, open, changes)
+        f(typed, open)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -573,40 +502,11 @@ fn undo_all(inner: &mut Inner) {
     for op in inner.operators.values_mut() {
         op.undo();
     }
-    inner.pending.clear();
     inner.open = None;
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The log must hold every record after `covered` (the snapshot's LSN):
-/// not end before it, and not start after the next one.
-fn check_log_covers(log: &Wal, log_path: &std::path::Path, covered: u64) -> Result<()> {
-    let last = log.next_lsn().saturating_sub(1);
-    if last < covered {
-        return Err(Error::corruption(
-            log_path,
-            0,
-            CorruptionKind::LogTooShort {
-                needed: covered,
-                last,
-            },
-        ));
-    }
-    let needed = covered + 1;
-    if last >= needed {
-        let first = log.first_lsn().unwrap_or(0);
-        if first == 0 || first > needed {
-            return Err(Error::corruption(
-                log_path,
-                0,
-                CorruptionKind::LogStartsTooLate { needed, first },
-            ));
-        }
-    }
-    Ok(())
 }
 
 struct SnapshotJob {
@@ -620,16 +520,15 @@ struct SnapshotJob {
 
 impl SnapshotJob {
     fn run(self) -> Result<()> {
-        let mut operators = Vec::with_capacity(self.frozen.len());
-        for (name, frozen) in &self.frozen {
-            operators.push((name.clone(), frozen.entries()?));
-        }
-        let body = SnapshotBody {
-            format: STATE_FORMAT_VERSION,
+        let body = SnapshotOut {
             state_id: self.state_id,
             batch_time: self.version,
             log_lsn: self.last_lsn,
-            operators,
+            operators: self
+                .frozen
+                .iter()
+                .map(|(name, frozen)| (name.as_str(), &**frozen as &dyn EncodeEach))
+                .collect(),
         };
         self.snapshots.write(&Checkpoint {
             batch_time: self.version,
@@ -658,23 +557,11 @@ impl SnapshotSlot {
                 Ok(()) => outcome.0 += 1,
                 Err(e) => {
                     outcome.1 += 1;
-                    outcome.2 = Some(with_causes(e));
+                    outcome.2 = Some(e.with_causes());
                 }
             }
         }
         *lock(&self.running) = false;
         self.done.notify_all();
     }
-}
-
-/// An error's message followed by each of its causes.
-fn with_causes(e: &Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }

@@ -368,7 +368,13 @@ fn state_seeds() -> Vec<(String, Vec<u8>)> {
             format: streamwal::state::STATE_FORMAT_VERSION,
             state_id: 7,
             batch_time: 1_000,
-            operators: vec![("counts".into(), vec![(b"k".to_vec(), None)])],
+            operators: vec![(
+                "counts".into(),
+                vec![streamwal::state::RawChange {
+                    key: b"k".to_vec(),
+                    slot: None,
+                }],
+            )],
         },
         "seed",
     )

@@ -484,3 +484,52 @@ fn a_delta_over_the_record_limit_is_refused_and_the_batch_can_be_aborted() {
     let keys: Vec<u16> = blobs.iter().unwrap().into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys, [1, 3]);
 }
+
+/// A value that refuses to serialize when asked to.
+#[derive(Clone, serde::Deserialize)]
+struct Picky(bool);
+
+impl serde::Serialize for Picky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            true => s.serialize_bool(true),
+            false => Err(serde::ser::Error::custom("this value refuses to serialize")),
+        }
+    }
+}
+
+#[test]
+fn a_value_that_does_not_encode_fails_the_commit_and_the_batch_can_be_aborted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let opts = StateOptions::default();
+    let store = std::sync::Arc::new(streamwal::StateStore::open(&dir, opts.clone()).unwrap());
+    let picky = store.operator::<u16, Picky>("picky").unwrap();
+    store.begin_batch(1_000).unwrap();
+    picky.put(1, Picky(true)).unwrap();
+    store.commit_batch(1_000).unwrap();
+    store.begin_batch(2_000).unwrap();
+    picky.put(1, Picky(false)).unwrap();
+    picky.put(2, Picky(true)).unwrap();
+    let got = store.commit_batch(2_000);
+    let Err(Error::Encode { what, source }) = &got else {
+        panic!("{:?}", got.map(|_| ()))
+    };
+    assert_eq!(*what, "state delta");
+    assert!(source.to_string().contains("refuses"), "{source}");
+    // Nothing was written and the batch is still open.
+    assert_eq!(store.open_batch(), Some(2_000));
+    assert_eq!(store.version(), Some(1_000));
+    store.abort_batch();
+    assert_eq!(picky.len().unwrap(), 1);
+    drop((picky, store));
+    let store = std::sync::Arc::new(streamwal::StateStore::open(&dir, opts).unwrap());
+    let picky = store.operator::<u16, Picky>("picky").unwrap();
+    let got: Vec<(u16, bool)> = picky
+        .iter()
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    assert_eq!(got, [(1, true)]);
+}
