@@ -56,25 +56,35 @@ impl Building {
             return;
         }
         let mut changes = std::mem::take(&mut self.changes);
-        // Stable: of a key's changes, the last in the log stays last.
-        changes.sort_by(|a, b| a.key.cmp(&b.key));
+        // Sort positions, not the changes: comparisons mostly read the
+        // keys' first bytes from the array instead of chasing each key's
+        // heap copy, and no change moves. Ties on position keep log order,
+        // so of a key's changes the last in the log stays last.
+        let mut order: Vec<(u64, usize)> = changes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (key_prefix(&c.key), i))
+            .collect();
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| changes[a.1].key.cmp(&changes[b.1].key))
+                .then(a.1.cmp(&b.1))
+        });
         let entries = std::mem::take(&mut self.entries);
         let mut out = Vec::with_capacity(entries.len() + changes.len());
         let mut entries = entries.into_iter().peekable();
-        let mut changes = changes.into_iter().peekable();
-        while let Some(change) = changes.next() {
-            if changes.peek().is_some_and(|next| next.key == change.key) {
+        for (n, &(_, i)) in order.iter().enumerate() {
+            let later = order.get(n + 1).map(|&(_, j)| j);
+            if later.is_some_and(|j| changes[j].key == changes[i].key) {
                 continue; // a later change of the same key wins
             }
-            while let Some(e) = entries.next_if(|e| e.key < change.key) {
+            let key = std::mem::take(&mut changes[i].key);
+            while let Some(e) = entries.next_if(|e| e.key < key) {
                 out.push(e);
             }
-            entries.next_if(|e| e.key == change.key); // replaced or removed
-            if let Some(slot) = change.slot {
-                out.push(RawEntry {
-                    key: change.key,
-                    slot,
-                });
+            entries.next_if(|e| e.key == key); // replaced or removed
+            if let Some(slot) = changes[i].slot.take() {
+                out.push(RawEntry { key, slot });
             }
         }
         out.extend(entries);
@@ -159,6 +169,15 @@ pub(super) fn recover(
         version,
         last_lsn,
     })
+}
+
+/// A key's first 8 bytes (zero-padded) as a big-endian number: where two
+/// differ, they order the keys as the bytes do.
+fn key_prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
 }
 
 impl From<RawEntry> for RawChange {
