@@ -65,6 +65,7 @@ mod location;
 #[cfg(feature = "object-store")]
 pub mod object;
 pub mod recovery;
+pub mod retention;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod state;
