@@ -25,6 +25,7 @@ mod outside_testing;
 mod prepare_ahead;
 mod recovery;
 mod recovery_crash;
+mod retention;
 mod sim_checkpoint;
 mod sim_state;
 mod sim_tracker;
