@@ -49,6 +49,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod checkpoint;
+mod downtime;
 // The bincode codec: public only with the `internals` feature.
 #[cfg(feature = "internals")]
 pub mod codec;
@@ -74,6 +75,7 @@ pub mod tracker;
 pub mod wal;
 
 pub use checkpoint::{CheckpointOptions, CheckpointStore};
+pub use downtime::DowntimePolicy;
 pub use error::{CorruptionKind, Error, Result};
 pub use location::Location;
 pub use recovery::{CheckpointAt, ContextBuilder, ContextOptions, StreamingContext};

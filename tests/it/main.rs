@@ -9,6 +9,7 @@ mod bitflip;
 mod checkpoint;
 mod concurrency;
 mod dir_sync;
+mod downtime;
 mod durable_stamp;
 mod examples;
 mod failed_fsync;
