@@ -14,6 +14,7 @@ mod durable_stamp;
 mod examples;
 mod failed_fsync;
 mod fuzz_seeds;
+mod golden;
 mod hostile;
 mod kill;
 mod lifecycle;
