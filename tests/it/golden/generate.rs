@@ -115,3 +115,76 @@ fn generate() {
         );
     }
 }
+
+/// The objects directly under `prefix` in `store`, by name.
+#[cfg(feature = "object-store")]
+pub fn objects_under(
+    store: &std::sync::Arc<streamwal::object::object_store::memory::InMemory>,
+    prefix: &str,
+) -> Vec<(String, Vec<u8>)> {
+    use streamwal::object::object_store::{ObjectStore, ObjectStoreExt, path::Path as OPath};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let listed = rt
+        .block_on(store.list_with_delimiter(Some(&OPath::from(prefix))))
+        .unwrap();
+    let mut out = Vec::new();
+    for meta in listed.objects {
+        let name = meta.location.filename().unwrap().to_string();
+        let got = rt.block_on(store.get(&meta.location)).unwrap();
+        out.push((name, rt.block_on(got.bytes()).unwrap().to_vec()));
+    }
+    out.sort();
+    out
+}
+
+/// Object storage: a log (a claim, two batches, retention's floor) and a
+/// checkpoint store opened twice (fences and seals of epochs 1 and 2; the
+/// checkpoint object itself is in the checkpoint format, not kept here).
+#[cfg(feature = "object-store")]
+#[test]
+#[ignore = "writes tests/data; run with STREAMWAL_WRITE_GOLDEN=1"]
+fn generate_objects() {
+    use std::sync::Arc;
+    use streamwal::checkpoint::Checkpoint;
+    use streamwal::object::object_store::memory::InMemory;
+    use streamwal::object::{ObjectCheckpointStore, ObjectLocation};
+    if std::env::var_os("STREAMWAL_WRITE_GOLDEN").is_none() {
+        panic!("set STREAMWAL_WRITE_GOLDEN=1 to rewrite tests/data");
+    }
+    let store = Arc::new(InMemory::new());
+    let at = |sub: &str| ObjectLocation::with_store(store.clone(), &format!("g/{sub}")).unwrap();
+    let wal = Wal::open(at("log"), WalOptions::default()).unwrap();
+    let first = wal.append_at(b"one", 1_000).unwrap();
+    wal.append_at(b"two", 2_000).unwrap();
+    wal.append_at(b"three", 3_000).unwrap();
+    wal.purge_before_lsn(first.lsn() + 1).unwrap();
+    drop(wal);
+    let ckpt = |batch_time| Checkpoint {
+        batch_time,
+        batch_interval_ms: 1_000,
+        graph: (),
+        graph_version: 0,
+        pending_batches: Vec::new(),
+        journal_lsn: 0,
+        tracker: Default::default(),
+        source_offsets: Default::default(),
+    };
+    let one = ObjectCheckpointStore::open(at("ckpt"), Default::default()).unwrap();
+    one.write(&ckpt(1_000)).unwrap();
+    drop(one);
+    let two = ObjectCheckpointStore::open(at("ckpt"), Default::default()).unwrap();
+    assert_eq!(two.epoch(), Some(2));
+    drop(two);
+    let out = data_dir().join("object");
+    if out.exists() {
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    for (sub, prefix) in [("log", "g/log"), ("epochs", "g/ckpt/epochs")] {
+        std::fs::create_dir_all(out.join(sub)).unwrap();
+        for (name, bytes) in objects_under(&store, prefix) {
+            std::fs::write(out.join(sub).join(name), bytes).unwrap();
+        }
+    }
+}

@@ -2,6 +2,8 @@
 
 mod generate;
 mod journal;
+#[cfg(feature = "object-store")]
+mod object;
 mod state;
 mod wal;
 
