@@ -33,6 +33,9 @@
 //! - [`state`]: keyed operator state, versioned by batch and recovered
 //!   exactly at the last committed batch;
 //! - [`tracker`]: the metadata journal of blocks, batch allocations, commits;
+//! - [`retention`]: [`StreamingContext::store_block`] (a block into the
+//!   receiver log and the tracker in one call) and
+//!   [`StreamingContext::cleanup_covered`] (delete what nothing needs);
 //! - [`recovery`]: [`StreamingContext::get_or_create`] and its
 //!   [builder](StreamingContext::builder), which rebuild a driver's state
 //!   and list the batches it must run again;

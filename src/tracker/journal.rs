@@ -187,7 +187,10 @@ impl BlockTracker {
 
     /// Record that `block` is stored in the receiver log. Returns once the
     /// event is durable: from then on the block survives any crash, and the
-    /// receiver may acknowledge its source.
+    /// receiver may acknowledge its source. The second half of
+    /// [`BlockTracker::store_block`], which is the way to store a block: a
+    /// block appended by hand is not protected from retention until this
+    /// returns (see [`BlockTracker::cleanup_receiver_log`]).
     ///
     /// # Errors
     /// The journal's append errors ([`Error::Poisoned`], [`Error::Io`], ...).
@@ -242,7 +245,8 @@ impl BlockTracker {
 
     /// Record durably that everything about batches before `before` may be
     /// forgotten, and forget it. Follow with
-    /// [`BlockTracker::cleanup_receiver_log`] to free their blocks' space.
+    /// [`crate::StreamingContext::cleanup_covered`] (or
+    /// [`BlockTracker::cleanup_receiver_log`]) to free their blocks' space.
     ///
     /// # Errors
     /// The journal's append errors.
