@@ -396,3 +396,59 @@ fn cleanup_covered_matches_the_model() {
         })
         .unwrap();
 }
+
+/// Real threads: three receivers store blocks while the batch loop
+/// allocates, reads, commits, cleans up and runs `cleanup_covered` after
+/// every batch. Every block of every batch reads back when its batch runs
+/// (a block deleted while being stored would fail then), and every block
+/// stored is in exactly one batch.
+#[test]
+fn receivers_on_threads_and_cleanup_covered_after_every_batch() {
+    const PER_RECEIVER: usize = 150;
+    let storage = Arc::new(MemStorage::new());
+    let ctx = open(&storage, 0);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let mut seen = BTreeSet::new();
+    let mut removed = 0;
+    std::thread::scope(|s| {
+        for rx in 0..RECEIVERS {
+            let (ctx, done) = (&ctx, &done);
+            s.spawn(move || {
+                for i in 0..PER_RECEIVER {
+                    ctx.store_block(rx as u32, &payload(rx * PER_RECEIVER + i, 700), 1, 0)
+                        .unwrap();
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        let mut t = 0;
+        loop {
+            let finished = done.load(std::sync::atomic::Ordering::SeqCst) == RECEIVERS;
+            t += INTERVAL_MS;
+            let blocks = ctx.tracker.allocate_blocks_to_batch(t).unwrap();
+            for (stream, data) in ctx.read_batch(&blocks).unwrap() {
+                for bytes in data {
+                    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(16)]).into_owned();
+                    let id: usize = text["block ".len()..text.find(':').unwrap()]
+                        .parse()
+                        .unwrap();
+                    assert_eq!(id / PER_RECEIVER, stream as usize);
+                    assert_eq!(bytes, payload(id, 700));
+                    assert!(seen.insert(id), "block {id} in two batches");
+                }
+            }
+            ctx.commit_batch(t).unwrap();
+            ctx.tracker.cleanup(t + 1).unwrap();
+            removed += ctx.cleanup_covered().unwrap().receiver_segments_removed;
+            if finished {
+                break;
+            }
+        }
+    });
+    assert_eq!(
+        seen.len(),
+        RECEIVERS * PER_RECEIVER,
+        "every block in a batch"
+    );
+    assert!(removed > 0, "segments were freed");
+}
