@@ -6,11 +6,17 @@
 //! before a restart). A sealed segment is dead when it and every older
 //! segment hold only dead blocks (a log keeps a suffix of its segments).
 //!
+//! Recovery after a reopen, from the newest checkpoint or (its file deleted)
+//! an older kept one, hands back exactly the uncommitted batches and the
+//! unallocated blocks, all readable.
+//!
 //! Cases: `PROPTEST_CASES` (default 48).
 
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
+use streamwal::checkpoint::checkpoint_file_name;
 use streamwal::recovery::{CheckpointAt, ContextOptions, StreamingContext};
 use streamwal::storage::MemStorage;
 use streamwal::tracker::{BlockInfo, PendingBlock};
@@ -37,8 +43,10 @@ enum Op {
     CleanupCovered,
     /// Checkpoint at the newest batch, with the uncommitted ones pending.
     Checkpoint,
-    /// Drop the context (pending blocks are never acknowledged) and reopen.
-    Reopen,
+    /// Drop the context (pending blocks are never acknowledged) and reopen,
+    /// perhaps after deleting the newest checkpoint file (recovery then
+    /// starts from an older kept one).
+    Reopen { drop_newest_checkpoint: bool },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -51,7 +59,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(|pick| Op::Cleanup { pick }),
         3 => Just(Op::CleanupCovered),
         1 => Just(Op::Checkpoint),
-        1 => Just(Op::Reopen),
+        1 => any::<bool>().prop_map(|drop_newest_checkpoint| Op::Reopen { drop_newest_checkpoint }),
     ]
 }
 
@@ -78,6 +86,8 @@ struct Model {
     /// Live batches (allocated, not cleaned up) and whether committed.
     batches: BTreeMap<u64, bool>,
     last_batch: u64,
+    /// The batch times of the checkpoint files kept (the newest 10).
+    checkpoints: BTreeSet<u64>,
 }
 
 impl Model {
@@ -169,9 +179,14 @@ fn check(ctx: &StreamingContext<()>, model: &Model, after_cleanup: bool) {
 fn run(ops: &[Op]) -> usize {
     let storage = Arc::new(MemStorage::new());
     let mut model = Model::default();
-    let mut epochs = ops.split(|o| matches!(o, Op::Reopen)).peekable();
     let mut removed_total = 0;
-    while let Some(epoch) = epochs.next() {
+    let mut drop_newest = false;
+    for epoch in ops.split_inclusive(|o| matches!(o, Op::Reopen { .. })) {
+        if std::mem::take(&mut drop_newest) && model.checkpoints.len() > 1 {
+            let t = model.checkpoints.pop_last().unwrap();
+            let path = Path::new("/ctx").join(checkpoint_file_name(t));
+            streamwal::storage::Storage::remove(&*storage, &path).unwrap();
+        }
         // No downtime: the clock stands at the newest batch.
         let ctx = open(&storage, model.last_batch);
         if let Some(r) = &ctx.recovered {
@@ -188,6 +203,14 @@ fn run(ops: &[Op]) -> usize {
                 .map(|b| b.info.handle.lsn())
                 .collect();
             assert_eq!(unallocated, expected, "recovered unallocated blocks");
+            let to_run: Vec<u64> = r.batches.iter().map(|b| b.batch_time).collect();
+            let open: Vec<u64> = model
+                .batches
+                .iter()
+                .filter(|(_, c)| !**c)
+                .map(|(t, _)| *t)
+                .collect();
+            assert_eq!(to_run, open, "the batches to run are the uncommitted ones");
             for batch in &r.batches {
                 for b in batch.blocks.iter().flat_map(|m| m.values()).flatten() {
                     assert_eq!(
@@ -299,13 +322,20 @@ fn run(ops: &[Op]) -> usize {
                             .collect(),
                         ..CheckpointAt::default()
                     };
+                    let t = at.batch_time;
                     ctx.checkpoint(at).unwrap();
+                    model.checkpoints.insert(t);
+                    while model.checkpoints.len() > 10 {
+                        model.checkpoints.pop_first();
+                    }
                 }
-                Op::Reopen => unreachable!("split on"),
+                Op::Reopen {
+                    drop_newest_checkpoint,
+                } => drop_newest = *drop_newest_checkpoint,
             }
             check(&ctx, &model, cleaned);
         }
-        if epochs.peek().is_some() {
+        if matches!(epoch.last(), Some(Op::Reopen { .. })) {
             // Never registered, never acknowledged: recovery does not hand
             // them back, and retention may drop them.
             drop(pending);
@@ -375,7 +405,9 @@ fn cleanup_covered_matches_the_model() {
         fixed.push(Op::Cleanup { pick: 1 });
         fixed.push(Op::CleanupCovered);
         if round == 2 {
-            fixed.push(Op::Reopen);
+            fixed.push(Op::Reopen {
+                drop_newest_checkpoint: true,
+            });
         }
     }
     assert!(run(&fixed) > 0, "the fixed case frees segments");
