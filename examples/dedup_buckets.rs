@@ -46,7 +46,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use streamwal::WalOptions;
 use streamwal::recovery::{ContextOptions, StreamingContext};
-use streamwal::tracker::{BatchBlocks, BlockInfo};
+use streamwal::tracker::BatchBlocks;
 
 /// Puts each micro-batch's records into duplicate-free buckets and writes
 /// every bucket to an idempotent sink, surviving `kill -9`.
@@ -394,17 +394,9 @@ fn receive(
             if !lines.is_empty() {
                 let first = stored.load(Ordering::SeqCst);
                 let payload = encode_block(first, &lines);
-                let handle = ctx_log
-                    .append(&payload)
-                    .map_err(|e| format!("receiver log: {}", describe(&e)))?;
                 tracker
-                    .add_block(BlockInfo {
-                        stream_id: 0,
-                        handle,
-                        records: lines.len() as u64,
-                        receive_time: now_ms(),
-                    })
-                    .map_err(|e| format!("tracker: {}", describe(&e)))?;
+                    .store_block(&ctx_log, 0, &payload, lines.len() as u64, now_ms())
+                    .map_err(|e| format!("store_block: {}", describe(&e)))?;
                 // Durable: the source may now move on.
                 let end = first + lines.len() as u64;
                 stored.store(end, Ordering::SeqCst);
@@ -615,7 +607,7 @@ fn run(args: &Args) -> Res<()> {
         if last_t > cleaned_to {
             ctx.tracker
                 .cleanup(last_t)
-                .and_then(|()| ctx.tracker.cleanup_receiver_log(&ctx.receiver_log))
+                .and_then(|()| ctx.cleanup_covered())
                 .map_err(|e| format!("cleanup: {}", describe(&e)))?;
             cleaned_to = last_t;
         }

@@ -57,7 +57,6 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use streamwal::WalOptions;
 use streamwal::recovery::{ContextOptions, StreamingContext};
-use streamwal::tracker::BlockInfo;
 
 /// Counts the words of each one-second batch of lines from HOST:PORT or a
 /// tailed file.
@@ -247,17 +246,10 @@ impl Store {
                     payload.extend_from_slice(l.as_bytes());
                     payload.push(b'\n');
                 }
-                let handle = log
-                    .append(&payload)
-                    .map_err(|e| format!("receiver log: {}", describe(&e)))?;
                 tracker
-                    .add_block(BlockInfo {
-                        stream_id: 0,
-                        handle,
-                        records: lines.len() as u64,
-                        receive_time: now_ms(),
-                    })
-                    .map_err(|e| format!("tracker: {}", describe(&e)))
+                    .store_block(log, 0, &payload, lines.len() as u64, now_ms())
+                    .map(|_| ())
+                    .map_err(|e| format!("store_block: {}", describe(&e)))
             }
         }
     }
@@ -450,7 +442,7 @@ fn run_socket(args: &Args, addr: &str) -> Res<()> {
                 if last_t > cleaned_to {
                     c.tracker
                         .cleanup(last_t)
-                        .and_then(|()| c.tracker.cleanup_receiver_log(&c.receiver_log))
+                        .and_then(|()| c.cleanup_covered())
                         .map_err(|e| format!("cleanup: {}", describe(&e)))?;
                     cleaned_to = last_t;
                 }

@@ -154,6 +154,21 @@ pub enum Error {
     /// with different types. The message says which; nothing was changed.
     #[error("keyed state: {0}")]
     StateMisuse(&'static str),
+    /// The driver was down for more batch intervals than
+    /// [`crate::DowntimePolicy::RunEach`] runs one by one; nothing was
+    /// changed. Open with [`crate::DowntimePolicy::Coalesce`] (the default)
+    /// to run them as one batch.
+    #[error(
+        "the driver was down for {intervals} batch intervals, more than the {max} \
+         DowntimePolicy::RunEach runs; open with DowntimePolicy::Coalesce \
+         (ContextBuilder::downtime_policy) to run them as one batch"
+    )]
+    DowntimeTooLong {
+        /// The intervals missed.
+        intervals: u64,
+        /// The most `RunEach` runs ([`crate::limits::DOWNTIME_BATCHES_MAX`]).
+        max: u64,
+    },
     /// A storage URL that cannot be used.
     #[error("invalid storage URL {url}: {reason}")]
     InvalidUrl {

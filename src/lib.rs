@@ -33,6 +33,9 @@
 //! - [`state`]: keyed operator state, versioned by batch and recovered
 //!   exactly at the last committed batch;
 //! - [`tracker`]: the metadata journal of blocks, batch allocations, commits;
+//! - [`retention`]: [`StreamingContext::store_block`] (a block into the
+//!   receiver log and the tracker in one call) and
+//!   [`StreamingContext::cleanup_covered`] (delete what nothing needs);
 //! - [`recovery`]: [`StreamingContext::get_or_create`] and its
 //!   [builder](StreamingContext::builder), which rebuild a driver's state
 //!   and list the batches it must run again;
@@ -49,6 +52,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod checkpoint;
+mod downtime;
 // The bincode codec: public only with the `internals` feature.
 #[cfg(feature = "internals")]
 pub mod codec;
@@ -65,6 +69,7 @@ mod location;
 #[cfg(feature = "object-store")]
 pub mod object;
 pub mod recovery;
+pub mod retention;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod state;
@@ -73,6 +78,7 @@ pub mod tracker;
 pub mod wal;
 
 pub use checkpoint::{CheckpointOptions, CheckpointStore};
+pub use downtime::DowntimePolicy;
 pub use error::{CorruptionKind, Error, Result};
 pub use location::Location;
 pub use recovery::{CheckpointAt, ContextBuilder, ContextOptions, StreamingContext};

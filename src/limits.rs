@@ -68,8 +68,10 @@ pub const UNSYNCED_WINDOW_UNBOUNDED: u64 = u64::MAX;
 /// and the largest encoded checkpoint accepted: 1 GiB.
 pub const DECODE_BYTES_MAX: usize = 1 << 30;
 
-/// Most downtime batches recovery hands back (one per batch interval between
-/// the last batch and "now"): 1,048,576, e.g. 12 days of 1-second batches.
+/// Most downtime batches recovery hands back under
+/// [`crate::DowntimePolicy::RunEach`] (one per batch interval between the
+/// last batch and "now"): 1,048,576, e.g. 12 days of 1-second batches.
+/// Beyond it opening fails with [`crate::Error::DowntimeTooLong`].
 pub const DOWNTIME_BATCHES_MAX: u64 = 1 << 20;
 
 /// Default number of checkpoints kept on disk.

@@ -7,8 +7,8 @@
 
 use crate::Location;
 use crate::checkpoint::{Checkpoint, CheckpointOptions, CheckpointStore, SkippedCheckpoint};
+pub use crate::downtime::DowntimePolicy;
 use crate::error::{CorruptionKind, Error, Result};
-use crate::limits::DOWNTIME_BATCHES_MAX;
 use crate::state::{KeyedState, StateKey, StateOptions, StateStore, StateValue};
 use crate::tracker::{BatchBlocks, BlockInfo, BlockTracker, StreamId};
 use crate::wal::{RecoveryReport, Wal, WalOptions};
@@ -40,6 +40,9 @@ pub struct ContextOptions {
     pub checkpoints: CheckpointOptions,
     /// Options of the keyed state store.
     pub state: StateOptions,
+    /// What recovery does with the intervals missed while the driver was
+    /// down. Default: [`DowntimePolicy::Coalesce`].
+    pub downtime: DowntimePolicy,
 }
 
 impl ContextOptions {
@@ -56,6 +59,7 @@ impl ContextOptions {
             },
             checkpoints: CheckpointOptions::default(),
             state: StateOptions::default(),
+            downtime: DowntimePolicy::default(),
         }
     }
 }
@@ -68,7 +72,8 @@ pub enum RunReason {
     /// Allocated (journaled) and never committed, and not listed as pending
     /// in the checkpoint.
     AllocatedNotCommitted,
-    /// Its time fell while the driver was down.
+    /// Its time fell while the driver was down; under
+    /// [`DowntimePolicy::Coalesce`] it stands for every missed interval.
     Downtime,
 }
 
@@ -257,6 +262,13 @@ impl<G: DeserializeOwned> ContextBuilder<G> {
         self
     }
 
+    /// What recovery does with the intervals missed while the driver was
+    /// down (see [`DowntimePolicy`]). Default: [`DowntimePolicy::Coalesce`].
+    pub fn downtime_policy(mut self, policy: DowntimePolicy) -> Self {
+        self.opts.downtime = policy;
+        self
+    }
+
     /// The clock: the time (ms) recovery counts missed intervals up to.
     /// Default: the system clock, read when the context opens.
     pub fn now_ms(mut self, now_ms: u64) -> Self {
@@ -272,10 +284,12 @@ impl<G: DeserializeOwned> ContextBuilder<G> {
     /// supplies the graph and the tracker's state, the journal events after
     /// it are replayed, and `recovered` lists every batch to run, in time
     /// order: batches pending at the checkpoint, batches allocated after it
-    /// and never committed, and one batch per interval from the newest batch
-    /// time up to the clock (the downtime), plus the acknowledged blocks
-    /// never allocated. With no valid checkpoint but a journal, the graph
-    /// comes from `create` and the journal alone gives the batches.
+    /// and never committed, and the batches for the intervals from the newest
+    /// batch time up to the clock (the downtime; one batch for all of them,
+    /// or one each, as [`ContextBuilder::downtime_policy`] says), plus the
+    /// acknowledged blocks never allocated. With no valid checkpoint but a
+    /// journal, the graph comes from `create` and the journal alone gives
+    /// the batches.
     ///
     /// Recovery changes no record. It does write: missing directories and
     /// lock files are created, an empty segment for a fresh or re-configured
@@ -295,8 +309,9 @@ impl<G: DeserializeOwned> ContextBuilder<G> {
     /// part the other holds.
     ///
     /// # Errors
-    /// [`Error::InvalidOptions`] if the batch interval is zero or the
-    /// downtime spans more than [`DOWNTIME_BATCHES_MAX`] batches; the errors
+    /// [`Error::InvalidOptions`] if the batch interval is zero;
+    /// [`Error::DowntimeTooLong`] if under [`DowntimePolicy::RunEach`] the
+    /// downtime spans more than [`crate::limits::DOWNTIME_BATCHES_MAX`] batches; the errors
     /// of [`Wal::open`], [`CheckpointStore::open`] and [`BlockTracker::open`]
     /// ([`Error::Remote`] for failed requests to object storage, and
     /// [`Error::TakeoverInProgress`] if another driver is half-way through
@@ -397,7 +412,8 @@ where
                     BTreeMap::new(),
                 ),
             };
-            let batches = batches_to_run(&state, ckpt_time, &pending, interval, now_ms)?;
+            let batches =
+                batches_to_run(&state, ckpt_time, &pending, interval, now_ms, opts.downtime)?;
             let recovered = Recovered {
                 checkpoint_time: ckpt_time,
                 batches,
@@ -490,6 +506,7 @@ fn batches_to_run(
     pending: &[u64],
     interval: u64,
     now_ms: u64,
+    downtime: DowntimePolicy,
 ) -> Result<Vec<BatchToRun>> {
     if interval == 0 {
         return Err(Error::InvalidOptions("the batch interval must be nonzero"));
@@ -521,15 +538,9 @@ fn batches_to_run(
     .unwrap_or(0);
     let has_history =
         checkpoint_time.is_some() || state.last_allocated_time > 0 || !pending.is_empty();
-    if has_history && now_ms > last {
-        let count = (now_ms - last) / interval;
-        if count > DOWNTIME_BATCHES_MAX {
-            return Err(Error::InvalidOptions(
-                "the downtime spans more batches than DOWNTIME_BATCHES_MAX",
-            ));
-        }
-        for k in 1..=count {
-            add(last + k * interval, RunReason::Downtime);
+    if has_history {
+        for t in crate::downtime::missed_batches(downtime, last, interval, now_ms)? {
+            add(t, RunReason::Downtime);
         }
     }
     Ok(out.into_values().collect())

@@ -2,7 +2,7 @@
 //! streamwal, the process the demo kills.
 //!
 //! A receiver thread reads records from stdin (the parent is the source),
-//! stores each block in the receiver log, journals it with `add_block`, and
+//! stores each block with `store_block` (receiver log, then journal), and
 //! only then acknowledges it with an `ack` line. The main thread recovers the
 //! context with `get_or_create`, reruns the batches it owes, then runs a
 //! batch every second: open the batch's state, allocate, read, count words,
@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use streamwal::checkpoint::CheckpointOptions;
 use streamwal::recovery::{ContextOptions, RunReason, StreamingContext};
-use streamwal::tracker::{BlockInfo, BlockTracker};
+use streamwal::tracker::BlockTracker;
 use streamwal::{StateOptions, Wal, WalOptions};
 
 /// Most records one receiver block holds.
@@ -74,6 +74,7 @@ fn options() -> ContextOptions {
             ..WalOptions::default()
         },
         checkpoints: CheckpointOptions { keep: 3 },
+        downtime: Default::default(),
         // Snapshots often, so the demo's kills land in them too.
         state: StateOptions {
             snapshot_every_batches: 3,
@@ -244,9 +245,7 @@ fn run_batch(ctx: &mut StreamingContext<Graph>, out_dir: &Path, t: u64) -> Resul
     ctx.commit_batch(t).map_err(lib("commit"))?;
     // Every batch before `t` is committed: forget them and free their blocks.
     ctx.tracker.cleanup(t).map_err(lib("cleanup"))?;
-    ctx.tracker
-        .cleanup_receiver_log(&ctx.receiver_log)
-        .map_err(lib("receiver log cleanup"))?;
+    ctx.cleanup_covered().map_err(lib("cleanup_covered"))?;
     ctx.checkpoint(streamwal::CheckpointAt {
         batch_time: t,
         pending_batches: Vec::new(),
@@ -284,15 +283,9 @@ fn receive(log: &Wal, tracker: &BlockTracker, eof: &AtomicBool) -> Result<(), St
             }
         }
         if !ids.is_empty() {
-            let handle = log.append(block.as_bytes()).map_err(lib("receiver log"))?;
             tracker
-                .add_block(BlockInfo {
-                    stream_id: 0,
-                    handle,
-                    records: ids.len() as u64,
-                    receive_time: now_ms(),
-                })
-                .map_err(lib("add_block"))?;
+                .store_block(log, 0, block.as_bytes(), ids.len() as u64, now_ms())
+                .map_err(lib("store_block"))?;
             // Only now may the source be acknowledged.
             say(&format!("ack {}", ranges(&ids)))?;
             ids.clear();

@@ -1,5 +1,6 @@
 //! The block tracker over its journal (a second write-ahead log).
 
+use super::inflight::InFlight;
 use super::state::{BatchBlocks, BlockInfo, Event, TrackerState};
 use crate::codec;
 use crate::error::{CorruptionKind, Error, Result};
@@ -24,6 +25,7 @@ pub struct BlockTracker {
     applied: Condvar,
     allocating: Mutex<()>,
     replay: JournalReplay,
+    in_flight: InFlight,
 }
 
 #[derive(Debug)]
@@ -132,6 +134,7 @@ impl BlockTracker {
             applied: Condvar::new(),
             allocating: Mutex::new(()),
             replay,
+            in_flight: InFlight::default(),
         })
     }
 
@@ -184,7 +187,10 @@ impl BlockTracker {
 
     /// Record that `block` is stored in the receiver log. Returns once the
     /// event is durable: from then on the block survives any crash, and the
-    /// receiver may acknowledge its source.
+    /// receiver may acknowledge its source. The second half of
+    /// [`BlockTracker::store_block`], which is the way to store a block: a
+    /// block appended by hand is not protected from retention until this
+    /// returns (see [`BlockTracker::cleanup_receiver_log`]).
     ///
     /// # Errors
     /// The journal's append errors ([`Error::Poisoned`], [`Error::Io`], ...).
@@ -239,7 +245,8 @@ impl BlockTracker {
 
     /// Record durably that everything about batches before `before` may be
     /// forgotten, and forget it. Follow with
-    /// [`BlockTracker::cleanup_receiver_log`] to free their blocks' space.
+    /// [`crate::StreamingContext::cleanup_covered`] (or
+    /// [`BlockTracker::cleanup_receiver_log`]) to free their blocks' space.
     ///
     /// # Errors
     /// The journal's append errors.
@@ -249,25 +256,55 @@ impl BlockTracker {
         self.record(Event::Cleanup { before }).map(|_| ())
     }
 
-    /// Delete the receiver log's sealed segments that hold only blocks the
-    /// tracker no longer knows (cleaned batches): everything below the oldest
-    /// block still unallocated or allocated to a live batch, and never past
-    /// the newest block ever added. Returns how many segments were deleted.
+    /// Delete the receiver log's sealed segments that no block the tracker
+    /// or a receiver still needs lies in: every segment wholly below
+    /// [`BlockTracker::receiver_floor`], oldest first. Returns how many
+    /// segments were deleted.
     ///
-    /// Blocks must be added in receiver-log order (or this must not run while
-    /// an `add_block` is in flight): a block appended to the receiver log but
-    /// not yet added here is protected only if its LSN is above the newest
-    /// added block's.
+    /// Right whatever the order in which receivers appended and batches
+    /// were allocated, for every block stored with
+    /// [`BlockTracker::store_block`] or [`BlockTracker::append_block`].
+    /// A block appended to `receiver` by hand ([`Wal::append`]) and not yet
+    /// added is protected only if its LSN is above the newest block added.
+    ///
+    /// The receiver log keeps a suffix of its segments, never a gap: one
+    /// live block (an old batch not cleaned up, an old unallocated block)
+    /// keeps its segment and every later one.
     ///
     /// # Errors
     /// The receiver log's [`Wal::purge_before_lsn`] errors.
     pub fn cleanup_receiver_log(&self, receiver: &Wal) -> Result<usize> {
-        let bound = {
-            let inner = self.lock()?;
-            let newest = inner.state.last_block_lsn + 1;
-            inner.state.min_live_lsn().unwrap_or(newest).min(newest)
-        };
-        receiver.purge_before_lsn(bound)
+        receiver.purge_before_lsn(self.receiver_floor(receiver)?)
+    }
+
+    /// The lowest receiver-log LSN anything may still need: the smallest of
+    /// the LSNs of the blocks the tracker knows live (unallocated, or
+    /// allocated to a batch not cleaned up), the floors of blocks being
+    /// stored and not yet added, one past the newest block ever added, and
+    /// the receiver log's next LSN. Every record below it is dead.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if a lock is poisoned.
+    pub fn receiver_floor(&self, receiver: &Wal) -> Result<u64> {
+        // The floors stay locked while the state is read: a block leaving
+        // them (being added) is then seen in one or the other.
+        let floors = self.in_flight.lock()?;
+        let in_flight = floors.min();
+        let next = receiver.next_lsn();
+        let inner = self.lock()?;
+        let newest = inner.state.last_block_lsn.saturating_add(1);
+        let live = inner.state.min_live_lsn();
+        drop(inner);
+        drop(floors);
+        Ok([Some(newest), Some(next), live, in_flight]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next))
+    }
+
+    pub(super) fn in_flight(&self) -> &InFlight {
+        &self.in_flight
     }
 
     /// The state and the journal LSN it reflects (every event up to it), for

@@ -12,7 +12,7 @@ use common::context::add;
 use common::objects::{Backend, backends};
 use std::collections::BTreeMap;
 use streamwal::recovery::{ContextOptions, RunReason, StreamingContext};
-use streamwal::{Error, WalOptions};
+use streamwal::{DowntimePolicy, Error, WalOptions};
 
 type Graph = BTreeMap<String, u64>;
 
@@ -24,6 +24,8 @@ fn opts() -> ContextOptions {
     ContextOptions {
         receiver_log: small.clone(),
         journal: small,
+        // These tests count one batch per missed interval.
+        downtime: DowntimePolicy::RunEach,
         ..ContextOptions::new(1_000)
     }
 }

@@ -7,7 +7,7 @@ use common::context::add;
 use std::collections::BTreeMap;
 use std::path::Path;
 use streamwal::recovery::{ContextOptions, RunReason, StreamingContext};
-use streamwal::{CorruptionKind, Error, WalOptions};
+use streamwal::{CorruptionKind, DowntimePolicy, Error, WalOptions};
 
 type Graph = BTreeMap<String, u64>;
 
@@ -20,6 +20,8 @@ fn opts() -> ContextOptions {
     ContextOptions {
         receiver_log: small.clone(),
         journal: small,
+        // These tests count one batch per missed interval.
+        downtime: DowntimePolicy::RunEach,
         ..ContextOptions::new(1_000)
     }
 }

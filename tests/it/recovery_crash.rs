@@ -60,6 +60,7 @@ fn options() -> ContextOptions {
         },
         checkpoints: CheckpointOptions { keep: 4 },
         state: Default::default(),
+        downtime: Default::default(),
     }
 }
 

@@ -6,13 +6,5 @@ use streamwal::tracker::BlockInfo;
 /// Store `bytes` as a block of `stream` in the receiver log and track it,
 /// as a receiver does before it acknowledges its source.
 pub fn add<G>(ctx: &StreamingContext<G>, stream: u32, bytes: &[u8], t: u64) -> BlockInfo {
-    let handle = ctx.receiver_log.append(bytes).unwrap();
-    let b = BlockInfo {
-        stream_id: stream,
-        handle,
-        records: 1,
-        receive_time: t,
-    };
-    ctx.tracker.add_block(b.clone()).unwrap();
-    b
+    ctx.store_block(stream, bytes, 1, t).unwrap()
 }

@@ -32,7 +32,7 @@ use streamwal::recovery::{
     BatchToRun, ContextOptions, JOURNAL_DIR_NAME, RunReason, StreamingContext,
 };
 use streamwal::tracker::{BatchBlocks, BlockInfo, BlockTracker, TrackerState};
-use streamwal::{Wal, WalOptions};
+use streamwal::{DowntimePolicy, Wal, WalOptions};
 
 const INTERVAL_MS: u64 = 1_000;
 /// "Now" for every `get_or_create`: past every batch time a case can reach
@@ -72,6 +72,8 @@ fn ctx_opts() -> ContextOptions {
         journal: wal_opts(),
         checkpoints: CheckpointOptions { keep: 3 },
         state: Default::default(),
+        // The model hands back one batch per missed interval.
+        downtime: DowntimePolicy::RunEach,
     }
 }
 
