@@ -61,6 +61,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+mod context_lock;
 mod location;
 #[cfg(feature = "object-store")]
 pub mod object;
@@ -70,10 +71,11 @@ pub mod sim;
 pub mod state;
 pub mod storage;
 pub mod tracker;
+mod upgrade;
 pub mod wal;
 
 pub use checkpoint::{CheckpointOptions, CheckpointStore};
-pub use error::{CorruptionKind, Error, Result};
+pub use error::{CorruptionKind, Error, LockHolder, Result, Unusable};
 pub use location::Location;
 pub use recovery::{CheckpointAt, ContextBuilder, ContextOptions, StreamingContext};
 pub use state::{KeyedState, StateOptions, StateStore};

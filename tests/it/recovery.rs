@@ -120,7 +120,7 @@ fn checkpoint_plus_journal_tail_and_committed_batches_do_not_rerun() {
 }
 
 #[test]
-fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+fn a_damaged_newest_checkpoint_is_an_error_or_falls_back_to_the_previous_one_if_asked() {
     let tmp = tempfile::tempdir().unwrap();
     let ctx = open(tmp.path(), 0).unwrap();
     add(&ctx, 0, b"x", 1);
@@ -146,7 +146,18 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     bytes[last] ^= 0x10;
     std::fs::write(&newest, bytes).unwrap();
 
-    let ctx = open(tmp.path(), 2_000).unwrap();
+    // By default a damaged newest checkpoint is an error naming it.
+    match open(tmp.path(), 2_000) {
+        Err(Error::CheckpointUnusable { file, .. }) => assert_eq!(file, newest),
+        other => panic!("expected CheckpointUnusable, got {other:?}"),
+    }
+    let ctx = streamwal::StreamingContext::builder(tmp.path().join("ckpt"))
+        .receiver_log(tmp.path().join("rx"))
+        .options(opts())
+        .now_ms(2_000)
+        .on_checkpoint_error(streamwal::recovery::OnCheckpointError::UseOlder)
+        .get_or_create(|| Graph::from([("fresh".to_string(), 1)]))
+        .unwrap();
     assert_eq!(ctx.report.checkpoints_skipped.len(), 1);
     assert_eq!(ctx.report.checkpoints_skipped[0].file, newest);
     let rec = ctx.recovered.as_ref().unwrap();
