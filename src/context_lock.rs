@@ -43,7 +43,9 @@ pub(crate) fn lock_context(storage: &dyn Storage, dir: &Path) -> Result<Box<dyn 
 fn write_holder(storage: &dyn Storage, dir: &Path) -> io::Result<()> {
     let path = dir.join(CONTEXT_LOCK_FILE_NAME);
     let file = match storage.open(&path, OpenMode::ReadWrite) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => storage.open(&path, OpenMode::CreateNew)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            storage.open(&path, OpenMode::CreateNew)?
+        }
         other => other?,
     };
     let text = format!("pid={}\nhost={}\n", std::process::id(), host_name());

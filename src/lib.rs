@@ -55,13 +55,13 @@ pub mod codec;
 #[cfg(not(feature = "internals"))]
 #[allow(dead_code)]
 mod codec;
+mod context_lock;
 pub mod error;
 /// Entry points of the fuzz targets in `fuzz/` (feature `internals`).
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
-mod context_lock;
 mod location;
 #[cfg(feature = "object-store")]
 pub mod object;

@@ -11,8 +11,8 @@ use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::DOWNTIME_BATCHES_MAX;
 use crate::state::{KeyedState, StateKey, StateOptions, StateStore, StateValue};
 use crate::tracker::{BatchBlocks, BlockInfo, BlockTracker, StreamId};
-pub use crate::upgrade::{OnCheckpointError, StoredGraph};
 use crate::upgrade::{GraphPolicy, Migration, unusable};
+pub use crate::upgrade::{OnCheckpointError, StoredGraph};
 use crate::wal::{RecoveryReport, Wal, WalOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -424,14 +424,15 @@ where
     // pass the checkpoint over: its tracker state is still good.
     let fresh_graph = policy.on_error == OnCheckpointError::CreateFresh;
     let mut graph_not_restored = None;
-    let mut latest = store.latest_by(|file, header, raw| match policy.decode(file, header, raw) {
-        Ok(g) => Ok(Some(g)),
-        Err(e) if fresh_graph => {
-            graph_not_restored = Some(e);
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    })?;
+    let mut latest =
+        store.latest_by(|file, header, raw| match policy.decode(file, header, raw) {
+            Ok(g) => Ok(Some(g)),
+            Err(e) if fresh_graph => {
+                graph_not_restored = Some(e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        })?;
     if policy.on_error == OnCheckpointError::Fail && !latest.skipped.is_empty() {
         let newest = latest.skipped.swap_remove(0);
         return Err(unusable(&newest.file, newest.reason));

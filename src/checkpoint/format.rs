@@ -169,7 +169,11 @@ pub struct CheckpointHeader {
 impl CheckpointHeader {
     /// The size of this header on disk: where the body starts.
     pub fn header_bytes(&self) -> usize {
-        if self.format_version == 1 { HDR_V1 } else { HDR }
+        if self.format_version == 1 {
+            HDR_V1
+        } else {
+            HDR
+        }
     }
 
     /// Encode into the 64 on-disk bytes of a version 2 header (whatever
@@ -235,7 +239,9 @@ impl CheckpointHeader {
             let enc = GraphEncoding::from_code(le_u32(&b[44..48]))
                 .ok_or(CorruptionKind::BadHeader("unknown graph encoding"))?;
             if b[56..60] != [0; 4] {
-                return Err(CorruptionKind::BadHeader("reserved header bytes are not zero"));
+                return Err(CorruptionKind::BadHeader(
+                    "reserved header bytes are not zero",
+                ));
             }
             (enc, le_u64(&b[48..56]))
         };
@@ -600,7 +606,9 @@ mod tests {
         // then a u16), a byte vector as varint length then the bytes.
         let c = sample();
         let bytes = encode_file(&c).expect("encode");
-        let graph = GraphEncoding::Cbor.encode(&c.graph, "g").expect("encode graph");
+        let graph = GraphEncoding::Cbor
+            .encode(&c.graph, "g")
+            .expect("encode graph");
         let mut want = vec![251, 0x58, 0x1B, 251, 0xE8, 0x03, 3, graph.len() as u8];
         want.extend_from_slice(&graph);
         assert_eq!(&bytes[HDR..HDR + want.len()], want.as_slice());

@@ -15,6 +15,7 @@ pub(crate) use backend::rank;
 pub(crate) use backend::{Listed, Listing};
 pub(crate) use files::FileCheckpoints;
 pub use files::checkpoint_file_name;
+pub use format::GraphEncoding;
 /// The checkpoint file codec, for the crate's own tools (feature
 /// `internals`; no stability promise).
 #[cfg(feature = "internals")]
@@ -23,7 +24,6 @@ pub use format::{
     CHECKPOINT_MAGIC, CHECKPOINT_V1_HEADER_BYTES, CheckpointHeader, decode_body, decode_body_raw,
     decode_file, decode_file_raw, decode_file_stored, encode_file, encode_file_with,
 };
-pub use format::GraphEncoding;
 pub use store::{
     CheckpointOptions, CheckpointStore, EncodedCheckpoint, LatestCheckpoint, SkippedCheckpoint,
 };

@@ -463,10 +463,12 @@ impl ObjectCheckpointStore {
             };
             listed.push(((t, e), order));
         }
-        Ok(crate::checkpoint::rank(listed, |&((t, _), order)| (t, order))
-            .into_iter()
-            .map(|(named, _)| named)
-            .collect())
+        Ok(
+            crate::checkpoint::rank(listed, |&((t, _), order)| (t, order))
+                .into_iter()
+                .map(|(named, _)| named)
+                .collect(),
+        )
     }
 
     /// Sort every checkpoint by whether it counts.

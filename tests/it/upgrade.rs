@@ -88,7 +88,10 @@ fn a_graph_with_an_added_default_field_recovers_its_state() {
         .get_or_create(|| panic!("the checkpoint's graph must be used"))
         .unwrap();
     assert_eq!(ctx.graph.counts, v1().counts);
-    assert_eq!((ctx.graph.name.as_str(), ctx.graph.window_ms), ("wordcount", 60_000));
+    assert_eq!(
+        (ctx.graph.name.as_str(), ctx.graph.window_ms),
+        ("wordcount", 60_000)
+    );
     assert_eq!(ctx.graph.watermark_ms, 0);
     assert!(ctx.report.checkpoints_skipped.is_empty());
     assert_eq!(ctx.recovered.as_ref().unwrap().checkpoint_time, Some(2_000));
@@ -103,7 +106,10 @@ fn a_graph_with_a_removed_field_recovers_its_state() {
         .get_or_create(|| panic!("the checkpoint's graph must be used"))
         .unwrap();
     assert_eq!(ctx.graph.counts, v1().counts);
-    assert_eq!(ctx.graph_version, 1, "no version declared: the checkpoint's");
+    assert_eq!(
+        ctx.graph_version, 1,
+        "no version declared: the checkpoint's"
+    );
 }
 
 #[test]
@@ -128,7 +134,10 @@ fn an_older_graph_version_goes_through_the_migration() {
         })
         .get_or_create(|| panic!("migrated, not created"))
         .unwrap();
-    assert_eq!((ctx.graph.title.as_str(), ctx.graph.total), ("wordcount", 10));
+    assert_eq!(
+        (ctx.graph.title.as_str(), ctx.graph.total),
+        ("wordcount", 10)
+    );
     assert_eq!(ctx.graph_version, 2);
     // Its next checkpoint is version 2 and needs no migration.
     ctx.checkpoint(CheckpointAt::batch(3_000)).unwrap();
@@ -152,16 +161,20 @@ fn a_newer_graph_version_is_refused_naming_both() {
     match &err {
         Error::CheckpointUnusable {
             file,
-            why: Unusable::GraphVersionTooNew {
-                found: 1,
-                supported: 0,
-            },
+            why:
+                Unusable::GraphVersionTooNew {
+                    found: 1,
+                    supported: 0,
+                },
             ..
         } => assert_eq!(file, &ckpt_file(&dir, 2_000)),
         other => panic!("expected GraphVersionTooNew, got {other:?}"),
     }
     let text = err.to_string();
-    assert!(text.contains("graph version 1") && text.contains("this code's 0"), "{text}");
+    assert!(
+        text.contains("graph version 1") && text.contains("this code's 0"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -187,7 +200,10 @@ fn a_changed_graph_type_says_so_and_what_to_do() {
         "{err:?}"
     );
     assert!(text.contains("does not decode"), "{text}");
-    assert!(text.contains("migrate_graph") && text.contains("CreateFresh"), "{text}");
+    assert!(
+        text.contains("migrate_graph") && text.contains("CreateFresh"),
+        "{text}"
+    );
     assert!(!text.contains("LSN"), "{text}");
     // Nothing was changed: the old code still recovers.
     let ctx = builder::<GraphV1>(&dir).get_or_create(v1).unwrap();
@@ -300,14 +316,23 @@ fn latest_is_the_last_written_and_format_1_files_rank_below_and_still_load() {
     // An old file of a newer batch time: ranks below every sequenced one.
     std::fs::write(ckpt_file(&dir, 9_000), v1_file(&sample(9_000, "old"))).unwrap();
     assert_eq!(
-        store.latest::<String>().unwrap().checkpoint.unwrap().1.graph,
+        store
+            .latest::<String>()
+            .unwrap()
+            .checkpoint
+            .unwrap()
+            .1
+            .graph,
         "old",
         "a format-1 bincode checkpoint still loads"
     );
     store.write(&sample(2_000, "newer batch")).unwrap();
     store.write(&sample(1_000, "written last")).unwrap();
     let got = store.latest::<String>().unwrap().checkpoint.unwrap().1;
-    assert_eq!((got.batch_time, got.graph.as_str()), (1_000, "written last"));
+    assert_eq!(
+        (got.batch_time, got.graph.as_str()),
+        (1_000, "written last")
+    );
     let order: Vec<u64> = store.list().unwrap().iter().map(|(t, _)| *t).collect();
     assert_eq!(order, [1_000, 2_000, 9_000]);
     // A new store on the directory goes on from the largest number.
@@ -330,7 +355,11 @@ fn keyed_state_snapshots_stay_bincode() {
     ctx.checkpoint(CheckpointAt::batch(1_000)).unwrap();
     let snaps = dir.join("state").join("snapshots");
     let snap = std::fs::read(ckpt_file(&snaps, 1_000)).unwrap();
-    assert_eq!(&snap[44..48], &1u32.to_le_bytes(), "state snapshot: bincode");
+    assert_eq!(
+        &snap[44..48],
+        &1u32.to_le_bytes(),
+        "state snapshot: bincode"
+    );
     let graph = std::fs::read(ckpt_file(&dir, 1_000)).unwrap();
     assert_eq!(&graph[44..48], &2u32.to_le_bytes(), "graph: CBOR");
 }
@@ -361,7 +390,10 @@ fn a_second_opener_of_a_live_context_touches_nothing() {
     add(&live, 0, b"x", 1);
     live.checkpoint(CheckpointAt::batch(1_000)).unwrap();
     // The live driver is half-way through writing a checkpoint.
-    let temp = dir.join(format!("{}.tmp", streamwal::checkpoint::checkpoint_file_name(2_000)));
+    let temp = dir.join(format!(
+        "{}.tmp",
+        streamwal::checkpoint::checkpoint_file_name(2_000)
+    ));
     std::fs::write(&temp, b"being written").unwrap();
     let before = files(&dir);
     let err = builder::<GraphV1>(&dir).get_or_create(v1).unwrap_err();
@@ -376,7 +408,11 @@ fn a_second_opener_of_a_live_context_touches_nothing() {
         }
         other => panic!("expected Locked with the holder, got {other:?}"),
     }
-    assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
     assert_eq!(files(&dir), before, "the refused opener changed a file");
     assert!(temp.exists());
     drop(live);
