@@ -11,7 +11,7 @@ use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::DOWNTIME_BATCHES_MAX;
 use crate::state::{KeyedState, StateKey, StateOptions, StateStore, StateValue};
 use crate::tracker::{BatchBlocks, BlockInfo, BlockTracker, StreamId};
-use crate::upgrade::{GraphPolicy, Migration, unusable};
+use crate::upgrade::{GraphPolicy, unusable};
 pub use crate::upgrade::{OnCheckpointError, StoredGraph};
 use crate::wal::{RecoveryReport, Wal, WalOptions};
 use serde::Serialize;
@@ -242,7 +242,9 @@ pub struct ContextBuilder<G> {
     receiver_log: Option<Location>,
     opts: ContextOptions,
     now_ms: Option<u64>,
-    graph: GraphPolicy<G>,
+    /// Graph version, migration, what to do with an unusable checkpoint
+    /// (set by the methods in `crate::upgrade`).
+    pub(crate) graph: GraphPolicy<G>,
     _g: PhantomData<fn() -> G>,
 }
 
@@ -278,38 +280,6 @@ impl<G: DeserializeOwned> ContextBuilder<G> {
     /// Default: the system clock, read when the context opens.
     pub fn now_ms(mut self, now_ms: u64) -> Self {
         self.now_ms = Some(now_ms);
-        self
-    }
-
-    /// The graph version of this code's graph type `G`, written into every
-    /// checkpoint. A checkpoint with an older one is handed to the
-    /// [migration](ContextBuilder::migrate_graph) (without one, decoded as
-    /// `G`, which CBOR allows for added `#[serde(default)]` fields, removed
-    /// fields and reordered ones); a newer one is refused
-    /// ([`crate::Unusable::GraphVersionTooNew`]). Without this call nothing
-    /// is checked and the context keeps the checkpoint's version.
-    pub fn graph_version(mut self, version: u32) -> Self {
-        self.graph.version = Some(version);
-        self
-    }
-
-    /// Turn a graph written with an older graph version (than the one set
-    /// with [`ContextBuilder::graph_version`]) into today's `G`: called
-    /// with the stored graph (its version and bytes;
-    /// [`StoredGraph::decode`] reads it as the old type). An error makes
-    /// the checkpoint unusable ([`crate::Unusable::GraphDoesNotDecode`]).
-    pub fn migrate_graph(
-        mut self,
-        migrate: impl Fn(StoredGraph<'_>) -> Result<G> + Send + Sync + 'static,
-    ) -> Self {
-        self.graph.migrate = Some(Migration(Arc::new(migrate)));
-        self
-    }
-
-    /// What to do when the newest checkpoint exists but cannot be used.
-    /// Default [`OnCheckpointError::Fail`].
-    pub fn on_checkpoint_error(mut self, policy: OnCheckpointError) -> Self {
-        self.graph.on_error = policy;
         self
     }
 
@@ -500,7 +470,12 @@ where
                         Some(g) if graph_not_restored.is_none() => g,
                         _ => create(),
                     },
-                    policy.version.unwrap_or(c.graph_version),
+                    // A graph from `create` is not the checkpoint's version.
+                    policy.version.unwrap_or(if graph_not_restored.is_none() {
+                        c.graph_version
+                    } else {
+                        0
+                    }),
                     c.batch_interval_ms,
                     Some(c.batch_time),
                     c.pending_batches,

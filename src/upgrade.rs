@@ -4,6 +4,7 @@
 
 use crate::checkpoint::{Checkpoint, CheckpointHeader, GraphEncoding};
 use crate::error::{CorruptionKind, Error, Result, Unusable};
+use crate::recovery::ContextBuilder;
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::path::Path;
@@ -65,6 +66,42 @@ impl StoredGraph<'_> {
     /// [`Error::Decode`] if the bytes are not a `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         self.encoding.decode(self.bytes, "checkpoint graph")
+    }
+}
+
+/// The builder's upgrade settings (beside its other methods in
+/// [`crate::recovery`]).
+impl<G: DeserializeOwned> ContextBuilder<G> {
+    /// The graph version of this code's graph type `G`, written into every
+    /// checkpoint. A checkpoint with an older one is handed to the
+    /// [migration](ContextBuilder::migrate_graph) (without one, decoded as
+    /// `G`, which CBOR allows for added `#[serde(default)]` fields, removed
+    /// fields and reordered ones); a newer one is refused
+    /// ([`crate::Unusable::GraphVersionTooNew`]). Without this call nothing
+    /// is checked and the context keeps the checkpoint's version.
+    pub fn graph_version(mut self, version: u32) -> Self {
+        self.graph.version = Some(version);
+        self
+    }
+
+    /// Turn a graph written with an older graph version (than the one set
+    /// with [`ContextBuilder::graph_version`]) into today's `G`: called
+    /// with the stored graph (its version and bytes;
+    /// [`StoredGraph::decode`] reads it as the old type). An error makes
+    /// the checkpoint unusable ([`crate::Unusable::GraphDoesNotDecode`]).
+    pub fn migrate_graph(
+        mut self,
+        migrate: impl Fn(StoredGraph<'_>) -> Result<G> + Send + Sync + 'static,
+    ) -> Self {
+        self.graph.migrate = Some(Migration(Arc::new(migrate)));
+        self
+    }
+
+    /// What to do when the newest checkpoint exists but cannot be used.
+    /// Default [`OnCheckpointError::Fail`].
+    pub fn on_checkpoint_error(mut self, policy: OnCheckpointError) -> Self {
+        self.graph.on_error = policy;
+        self
     }
 }
 

@@ -418,3 +418,69 @@ fn a_second_opener_of_a_live_context_touches_nothing() {
     drop(live);
     builder::<GraphV1>(&dir).get_or_create(v1).unwrap();
 }
+
+#[test]
+fn a_checkpoint_in_a_newer_format_is_refused_naming_both_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ctx");
+    write_v1(&dir);
+    // As a later release might write it: format 3, header checksum right.
+    let file = ckpt_file(&dir, 2_000);
+    let mut b = std::fs::read(&file).unwrap();
+    b[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let crc = crc32fast::hash(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&file, b).unwrap();
+    let err = builder::<GraphV1>(&dir).get_or_create(v1).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::CheckpointUnusable {
+                why: Unusable::FormatTooNew {
+                    found: 3,
+                    supported: 2
+                },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("format version 3"), "{err}");
+}
+
+#[test]
+fn falling_back_past_a_retired_journal_names_the_checkpoint_not_lsn_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ctx");
+    let ctx = builder::<GraphV1>(&dir).get_or_create(v1).unwrap();
+    // Enough events to seal journal segments, which the checkpoint retires.
+    for i in 0..200 {
+        add(&ctx, 0, b"block", i);
+    }
+    ctx.tracker.allocate_blocks_to_batch(1_000).unwrap();
+    ctx.commit_batch(1_000).unwrap();
+    ctx.checkpoint(CheckpointAt::batch(1_000)).unwrap();
+    drop(ctx);
+    let journal_start = streamwal::Wal::open(dir.join("journal"), opts().journal)
+        .unwrap()
+        .first_lsn();
+    assert!(
+        journal_start > Some(1),
+        "the journal was retired: {journal_start:?}"
+    );
+    let err = builder::<Vec<u64>>(&dir)
+        .on_checkpoint_error(OnCheckpointError::UseOlder)
+        .get_or_create(Vec::new)
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::CheckpointUnusable {
+                why: Unusable::GraphDoesNotDecode { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("LSN"), "{err}");
+}
