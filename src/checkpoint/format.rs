@@ -208,7 +208,7 @@ impl CheckpointHeader {
         }
         let version = le_u32(&b[8..12]);
         let len = match version {
-            1 => HDR_V1,
+            CHECKPOINT_FORMAT_VERSION_MIN => HDR_V1,
             CHECKPOINT_FORMAT_VERSION => HDR,
             _ => {
                 return Err(CorruptionKind::UnsupportedVersion {
@@ -392,6 +392,8 @@ fn check_size(len: usize) -> Result<()> {
 /// - [`Error::Decode`] if bytes that passed the checksum do not decode: the
 ///   envelope (`what = "checkpoint"`), or the graph as `G`
 ///   (`what = "checkpoint graph"`: the engine's graph type changed).
+// Used by object storage and the tools (features `object-store`, `internals`).
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub fn decode_body<G: DeserializeOwned>(
     file: &Path,
     header: &CheckpointHeader,
@@ -448,6 +450,8 @@ pub fn decode_body_raw(
 ///
 /// # Errors
 /// As [`decode_file`], except that the graph is never decoded.
+// Used by object storage and the tools (features `object-store`, `internals`).
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub fn decode_file_raw(file: &Path, bytes: &[u8]) -> Result<Checkpoint<Vec<u8>>> {
     Ok(decode_file_stored(file, bytes)?.1)
 }
@@ -476,12 +480,12 @@ pub fn decode_file_stored(
 /// - [`Error::Corruption`] for any failed check (a version this build does
 ///   not read is [`CorruptionKind::UnsupportedVersion`] naming both).
 /// - [`Error::Decode`] as for [`decode_body`].
+// Used by object storage and the tools (features `object-store`, `internals`).
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub fn decode_file<G: DeserializeOwned>(file: &Path, bytes: &[u8]) -> Result<Checkpoint<G>> {
-    let (header, raw) = decode_file_stored(file, bytes)?;
-    let graph = header
-        .graph_encoding
-        .decode(&raw.graph, "checkpoint graph")?;
-    Ok(raw.with_graph(graph))
+    let header = CheckpointHeader::decode(bytes).map_err(|k| Error::corruption(file, 0, k))?;
+    let body = bytes.get(header.header_bytes()..).unwrap_or_default();
+    decode_body(file, &header, body)
 }
 
 fn le_u32(b: &[u8]) -> u32 {

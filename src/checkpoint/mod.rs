@@ -24,6 +24,10 @@ pub use format::{
     CHECKPOINT_MAGIC, CHECKPOINT_V1_HEADER_BYTES, CheckpointHeader, decode_body, decode_body_raw,
     decode_file, decode_file_raw, decode_file_stored, encode_file, encode_file_with,
 };
+/// The same codec items for the crate's own use when they are not public.
+#[cfg(not(feature = "internals"))]
+#[allow(unused_imports)]
+pub(crate) use format::{CHECKPOINT_HEADER_BYTES, CheckpointHeader, decode_file, decode_file_raw};
 pub use store::{
     CheckpointOptions, CheckpointStore, EncodedCheckpoint, LatestCheckpoint, SkippedCheckpoint,
 };

@@ -149,7 +149,10 @@ impl CheckpointStore {
     /// - [`Error::TooLarge`] if the encoding exceeds
     ///   [`crate::limits::DECODE_BYTES_MAX`].
     pub fn encode<G: Serialize>(ckpt: &Checkpoint<G>) -> Result<EncodedCheckpoint> {
-        Self::encode_with(ckpt, GraphEncoding::Cbor)
+        Ok(EncodedCheckpoint {
+            batch_time: ckpt.batch_time,
+            bytes: format::encode_file(ckpt)?,
+        })
     }
 
     /// [`CheckpointStore::encode`] with the graph in `encoding`; readers
