@@ -7,6 +7,86 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+/// Who holds a context's lock, as written into its lock file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    /// The holder's process id.
+    pub pid: u32,
+    /// The holder's host name (empty if it could not learn it).
+    pub host: String,
+}
+
+impl fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "held by pid {} on host {}", self.pid, self.host)
+    }
+}
+
+/// Why a context's newest checkpoint cannot be used
+/// ([`Error::CheckpointUnusable`]). Each message says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unusable {
+    /// Its bytes are damaged (torn, truncated, a checksum failed) or it
+    /// could not be read.
+    Damaged,
+    /// Its graph does not decode as the engine's graph type, and no
+    /// migration turned it into one.
+    GraphDoesNotDecode {
+        /// The graph version stored in the checkpoint.
+        graph_version: u32,
+        /// The graph version the code declared
+        /// ([`crate::recovery::ContextBuilder::graph_version`]).
+        code_version: u32,
+    },
+    /// It was written by newer code: its graph version is above the code's.
+    GraphVersionTooNew {
+        /// The graph version stored in the checkpoint.
+        found: u32,
+        /// The newest graph version the code declared.
+        supported: u32,
+    },
+    /// It is in a checkpoint format newer than this build reads.
+    FormatTooNew {
+        /// The format version in its header.
+        found: u32,
+        /// The newest format version this build reads.
+        supported: u32,
+    },
+}
+
+impl fmt::Display for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unusable::Damaged => write!(
+                f,
+                "it is damaged or unreadable; restore it, or recover from an older \
+                 checkpoint with on_checkpoint_error(OnCheckpointError::UseOlder)"
+            ),
+            Unusable::GraphDoesNotDecode {
+                graph_version,
+                code_version,
+            } => write!(
+                f,
+                "its graph (graph version {graph_version}) does not decode as this code's \
+                 graph type (graph version {code_version}); register a migration with \
+                 ContextBuilder::migrate_graph (and raise graph_version), or start a new \
+                 graph with on_checkpoint_error(OnCheckpointError::CreateFresh)"
+            ),
+            Unusable::GraphVersionTooNew { found, supported } => write!(
+                f,
+                "it holds graph version {found}, newer than this code's {supported}; \
+                 run the code that wrote it (or newer)"
+            ),
+            Unusable::FormatTooNew { found, supported } => write!(
+                f,
+                "it is in checkpoint format version {found}, newer than this build reads \
+                 ({supported}); run the streamwal version that wrote it (or newer)"
+            ),
+        }
+    }
+}
+
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -36,11 +116,17 @@ pub enum Error {
         /// What exactly is wrong.
         kind: CorruptionKind,
     },
-    /// Another `Wal` (in this process or another) holds the directory's lock.
-    #[error("{} is locked by another open log", path.display())]
+    /// Another opener (in this process or another) holds the directory's
+    /// lock: a `Wal`, or a [`crate::recovery::StreamingContext`] (whose lock
+    /// covers its whole directory). Nothing was changed. Stop the holder
+    /// first, or open another location.
+    #[error("{} is locked by another open log or context{}; stop it first, or open another location", path.display(), holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
     Locked {
-        /// The locked directory.
+        /// The locked directory (for a context: the context's location).
         path: PathBuf,
+        /// Who holds it, as the holder wrote into the lock file (a context
+        /// does; a bare `Wal` does not), if that could be read.
+        holder: Option<LockHolder>,
     },
     /// An earlier write or sync failed, so the log no longer knows what is
     /// durable. Every append and sync fails until the log is reopened, which
@@ -89,6 +175,20 @@ pub enum Error {
         /// The deserializer's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The newest checkpoint of a context exists but cannot be used, and
+    /// the context was not told what to do then (see
+    /// [`crate::recovery::ContextBuilder::on_checkpoint_error`]). Nothing
+    /// was changed: no fresh context was started, no file was touched.
+    #[error("checkpoint {} cannot be used: {why}", file.display())]
+    CheckpointUnusable {
+        /// The checkpoint file (or object).
+        file: PathBuf,
+        /// Why, and what to do.
+        why: Unusable,
+        /// The error reading or decoding it, where there is one.
+        #[source]
+        source: Option<Box<Error>>,
     },
     /// The options passed to `open` are out of range.
     #[error("invalid option: {0}")]

@@ -59,6 +59,7 @@ pub mod codec;
 #[cfg(not(feature = "internals"))]
 #[allow(dead_code)]
 mod codec;
+mod context_lock;
 pub mod error;
 /// Entry points of the fuzz targets in `fuzz/` (feature `internals`).
 #[cfg(feature = "internals")]
@@ -75,11 +76,12 @@ pub mod sim;
 pub mod state;
 pub mod storage;
 pub mod tracker;
+mod upgrade;
 pub mod wal;
 
 pub use checkpoint::{CheckpointOptions, CheckpointStore};
 pub use downtime::DowntimePolicy;
-pub use error::{CorruptionKind, Error, Result};
+pub use error::{CorruptionKind, Error, LockHolder, Result, Unusable};
 pub use location::Location;
 pub use recovery::{CheckpointAt, ContextBuilder, ContextOptions, StreamingContext};
 pub use state::{KeyedState, StateOptions, StateStore};

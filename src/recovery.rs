@@ -11,6 +11,8 @@ pub use crate::downtime::DowntimePolicy;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::state::{KeyedState, StateKey, StateOptions, StateStore, StateValue};
 use crate::tracker::{BatchBlocks, BlockInfo, BlockTracker, StreamId};
+use crate::upgrade::{GraphPolicy, unusable};
+pub use crate::upgrade::{OnCheckpointError, StoredGraph};
 use crate::wal::{RecoveryReport, Wal, WalOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -133,8 +135,13 @@ pub struct CommittedBatch {
 pub struct ContextReport {
     /// The checkpoint file used, if any.
     pub checkpoint_used: Option<PathBuf>,
-    /// Checkpoint files skipped, each with the reason.
+    /// Checkpoint files skipped, each with the reason (only with
+    /// [`OnCheckpointError::UseOlder`] or [`OnCheckpointError::CreateFresh`]:
+    /// by default an unusable newest checkpoint is an error).
     pub checkpoints_skipped: Vec<SkippedCheckpoint>,
+    /// Why the graph came from `create` although a checkpoint was used
+    /// ([`OnCheckpointError::CreateFresh`]); `None` otherwise.
+    pub graph_not_restored: Option<Error>,
     /// Journal events replayed on top of the checkpoint.
     pub journal_events_replayed: u64,
     /// The journal's recovery (torn bytes, segments, records).
@@ -157,7 +164,9 @@ pub struct ContextReport {
 pub struct StreamingContext<G> {
     /// The engine's transformation graph.
     pub graph: G,
-    /// The graph's schema version (from the checkpoint, or 0 when fresh).
+    /// The graph's schema version, written into every checkpoint: the one
+    /// set with [`ContextBuilder::graph_version`]; without it, the
+    /// checkpoint's (0 when fresh).
     pub graph_version: u32,
     /// The batch interval (ms).
     pub batch_interval_ms: u64,
@@ -173,6 +182,8 @@ pub struct StreamingContext<G> {
     pub recovered: Option<Recovered>,
     /// What recovery found and did.
     pub report: ContextReport,
+    /// The context's lock (in a directory); released on drop.
+    _lock: Option<Box<dyn crate::storage::DirLock>>,
 }
 
 /// Name of the receiver log's location below a context's location, unless
@@ -218,7 +229,12 @@ impl<G: DeserializeOwned> StreamingContext<G> {
             receiver_log: None,
             opts: ContextOptions::new(0),
             now_ms: None,
-            graph: PhantomData,
+            graph: GraphPolicy {
+                version: None,
+                migrate: None,
+                on_error: OnCheckpointError::Fail,
+            },
+            _g: PhantomData,
         }
     }
 }
@@ -231,7 +247,10 @@ pub struct ContextBuilder<G> {
     receiver_log: Option<Location>,
     opts: ContextOptions,
     now_ms: Option<u64>,
-    graph: PhantomData<fn() -> G>,
+    /// Graph version, migration, what to do with an unusable checkpoint
+    /// (set by the methods in `crate::upgrade`).
+    pub(crate) graph: GraphPolicy<G>,
+    _g: PhantomData<fn() -> G>,
 }
 
 impl<G: DeserializeOwned> ContextBuilder<G> {
@@ -278,10 +297,18 @@ impl<G: DeserializeOwned> ContextBuilder<G> {
 
     /// Open or recover the context.
     ///
+    /// In a directory, the context's lock (`LOCK` in it, holding the pid
+    /// and host name of the holder) is taken first, before any file is
+    /// read, created or removed; it covers the checkpoints, the journal,
+    /// the state and a receiver log below the context, and is held until
+    /// the context is dropped. On object storage the checkpoint store's
+    /// new epoch plays that part and is taken first, before the journal,
+    /// the state and the receiver log are opened.
+    ///
     /// With no checkpoint and an empty journal, the context is fresh: the
     /// graph comes from `create` and `recovered` is `None`. Otherwise the
-    /// newest valid checkpoint (damaged ones are skipped and reported)
-    /// supplies the graph and the tracker's state, the journal events after
+    /// newest checkpoint in write order supplies the graph (if it cannot be
+    /// used, see [`ContextBuilder::on_checkpoint_error`]) and the tracker's state, the journal events after
     /// it are replayed, and `recovered` lists every batch to run, in time
     /// order: batches pending at the checkpoint, batches allocated after it
     /// and never committed, and the batches for the intervals from the newest
@@ -309,6 +336,13 @@ impl<G: DeserializeOwned> ContextBuilder<G> {
     /// part the other holds.
     ///
     /// # Errors
+    /// [`Error::Locked`] if another context (or log) holds the directory,
+    /// naming it and the holder's pid and host; nothing was touched.
+    /// [`Error::CheckpointUnusable`] if the newest checkpoint is damaged,
+    /// its graph does not decode (nor migrate), or newer code wrote it,
+    /// unless [`ContextBuilder::on_checkpoint_error`] says otherwise; also
+    /// with [`OnCheckpointError::UseOlder`] when no checkpoint is usable and
+    /// the journal no longer starts at its beginning.
     /// [`Error::InvalidOptions`] if the batch interval is zero;
     /// [`Error::DowntimeTooLong`] if under [`DowntimePolicy::RunEach`] the
     /// downtime spans more than [`crate::limits::DOWNTIME_BATCHES_MAX`] batches; the errors
@@ -325,13 +359,20 @@ impl<G: DeserializeOwned> ContextBuilder<G> {
             None => self.location.child(RECEIVER_LOG_NAME)?,
         };
         let state = self.location.child(STATE_DIR_NAME)?;
+        // One owner: the lock before anything in the directory is touched.
+        let lock = match (self.location.storage(), self.location.path()) {
+            (Some(storage), Some(dir)) => Some(crate::context_lock::lock_context(&**storage, dir)?),
+            _ => None,
+        };
         let parts = Parts {
             store: CheckpointStore::open(&self.location, self.opts.checkpoints.clone())?,
             journal,
             state,
             receiver,
         };
-        assemble(parts, &self.opts, now_ms, create, started)
+        let mut ctx = assemble(parts, &self.opts, &self.graph, now_ms, create, started)?;
+        ctx._lock = lock;
+        Ok(ctx)
     }
 }
 
@@ -345,9 +386,11 @@ struct Parts {
 }
 
 /// The recovery itself.
+#[allow(clippy::too_many_arguments)]
 fn assemble<G, F>(
     parts: Parts,
     opts: &ContextOptions,
+    policy: &GraphPolicy<G>,
     now_ms: u64,
     create: F,
     started: Instant,
@@ -362,7 +405,32 @@ where
         state,
         receiver,
     } = parts;
-    let latest = store.latest::<G>()?;
+    // With CreateFresh a graph that does not decode is not a reason to
+    // pass the checkpoint over: its tracker state is still good.
+    let fresh_graph = policy.on_error == OnCheckpointError::CreateFresh;
+    let mut graph_not_restored = None;
+    let mut latest =
+        store.latest_by(|file, header, raw| match policy.decode(file, header, raw) {
+            Ok(g) => Ok(Some(g)),
+            Err(e) if fresh_graph => {
+                graph_not_restored = Some(e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        })?;
+    if policy.on_error == OnCheckpointError::Fail && !latest.skipped.is_empty() {
+        let newest = latest.skipped.swap_remove(0);
+        return Err(unusable(&newest.file, newest.reason));
+    }
+    if fresh_graph && graph_not_restored.is_none() {
+        // The newest was damaged and an older one used: still a fresh graph.
+        if let Some(first) = latest.skipped.first() {
+            graph_not_restored = Some(unusable(
+                &first.file,
+                Error::InvalidOptions("an older checkpoint was used for the blocks and batches"),
+            ));
+        }
+    }
     let (checkpoint_used, checkpoint) = match latest.checkpoint {
         Some((path, c)) => (Some(path), Some(c)),
         None => (None, None),
@@ -370,7 +438,19 @@ where
     let snapshot = checkpoint
         .as_ref()
         .map(|c| (c.tracker.clone(), c.journal_lsn));
-    let tracker = BlockTracker::open(journal, snapshot, opts.journal.clone())?;
+    let tracker = match BlockTracker::open(journal, snapshot, opts.journal.clone()) {
+        Ok(t) => t,
+        // No checkpoint was usable and the journal was retired past its
+        // start: the cause is the checkpoint, not the journal.
+        Err(Error::Corruption {
+            kind: CorruptionKind::LogStartsTooLate { .. },
+            ..
+        }) if checkpoint.is_none() && !latest.skipped.is_empty() => {
+            let newest = latest.skipped.swap_remove(0);
+            return Err(unusable(&newest.file, newest.reason));
+        }
+        Err(e) => return Err(e),
+    };
     let keyed = StateStore::open(state, opts.state.clone())?;
     let commits_completed = complete_commits(&tracker, &keyed)?;
     let receiver_log = Wal::open(receiver, opts.receiver_log.clone())?;
@@ -391,13 +471,26 @@ where
 
     let fresh = checkpoint.is_none() && journal_lsn == 0;
     let (graph, graph_version, interval, recovered) = match checkpoint {
-        None if fresh => (create(), 0, opts.batch_interval_ms, None),
+        None if fresh => (
+            create(),
+            policy.version.unwrap_or(0),
+            opts.batch_interval_ms,
+            None,
+        ),
         checkpoint => {
             let committed_then = checkpoint.as_ref().map(|c| c.tracker.committed.clone());
             let (graph, version, interval, ckpt_time, pending, offsets) = match checkpoint {
                 Some(c) => (
-                    c.graph,
-                    c.graph_version,
+                    match c.graph {
+                        Some(g) if graph_not_restored.is_none() => g,
+                        _ => create(),
+                    },
+                    // A graph from `create` is not the checkpoint's version.
+                    policy.version.unwrap_or(if graph_not_restored.is_none() {
+                        c.graph_version
+                    } else {
+                        0
+                    }),
                     c.batch_interval_ms,
                     Some(c.batch_time),
                     c.pending_batches,
@@ -405,7 +498,7 @@ where
                 ),
                 None => (
                     create(),
-                    0,
+                    policy.version.unwrap_or(0),
                     opts.batch_interval_ms,
                     None,
                     Vec::new(),
@@ -434,6 +527,7 @@ where
     let report = ContextReport {
         checkpoint_used,
         checkpoints_skipped: latest.skipped,
+        graph_not_restored,
         journal_events_replayed: tracker.replay_report().events_replayed,
         journal: tracker.replay_report().journal.clone(),
         receiver_log: receiver_log.recovery_report().clone(),
@@ -451,6 +545,7 @@ where
         state: Arc::new(keyed),
         recovered,
         report,
+        _lock: None,
     })
 }
 

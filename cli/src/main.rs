@@ -253,6 +253,12 @@ pub fn open_read_only(dir: &Path) -> Result<Wal, String> {
     })
 }
 
+/// Where the body of the checkpoint file `bytes` starts (0 if its header
+/// does not check).
+fn header_bytes(bytes: &[u8]) -> u64 {
+    streamwal::checkpoint::CheckpointHeader::decode(bytes).map_or(0, |h| h.header_bytes() as u64)
+}
+
 /// One checkpoint file as read and checked by the tool.
 #[derive(Debug)]
 pub struct CheckpointFile {
@@ -295,7 +301,7 @@ pub fn read_checkpoints(dir: &Path, names: &[String]) -> Vec<CheckpointFile> {
                 let r = streamwal::checkpoint::decode_file_raw(&path, &bytes)
                     .map_err(|e| match &e {
                         Error::Corruption { offset, kind, .. } => (*offset, kind.to_string()),
-                        Error::Decode { .. } => (48, describe(&e)),
+                        Error::Decode { .. } => (header_bytes(&bytes), describe(&e)),
                         _ => (0, describe(&e)),
                     })
                     .and_then(|c| {

@@ -237,7 +237,10 @@ fn read_snapshots(dir: &Path) -> Result<Vec<Snapshot>, Failure> {
             let body = f.result.and_then(|c| {
                 streamwal::codec::decode::<SnapshotBody>(&c.graph, "checkpoint graph")
                     .map(|b| (b, c.journal_lsn))
-                    .map_err(|e| (48, describe(&e)))
+                    .map_err(|e| {
+                        let body_at = streamwal::checkpoint::CHECKPOINT_HEADER_BYTES as u64;
+                        (body_at, describe(&e))
+                    })
             });
             Snapshot {
                 path: f.path,

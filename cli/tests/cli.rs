@@ -344,7 +344,8 @@ fn inspect_and_verify_a_checkpoint_directory() {
     let o = run(&["verify", s(&ckpt)]);
     assert!(o.status.success(), "{o:?}");
 
-    // Damage the checkpoint's body: verify names the file and offset 48.
+    // Damage the checkpoint's body: verify names the file and offset 64
+    // (the body starts after the 64-byte header of format version 2).
     let file = ckpt.join("checkpoint-00000000000000001000.ckpt");
     let mut bytes = std::fs::read(&file).expect("read");
     let last = bytes.len() - 1;
@@ -353,14 +354,14 @@ fn inspect_and_verify_a_checkpoint_directory() {
     let o = run(&["verify", s(&ckpt)]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     assert!(
-        stdout(&o).contains(&format!("ERROR {} offset 48", file.display())),
+        stdout(&o).contains(&format!("ERROR {} offset 64", file.display())),
         "{}",
         stdout(&o)
     );
     let o = run(&["inspect", s(&ckpt)]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     assert!(
-        stdout(&o).contains("INVALID at offset 48"),
+        stdout(&o).contains("INVALID at offset 64"),
         "{}",
         stdout(&o)
     );

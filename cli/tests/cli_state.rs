@@ -340,13 +340,13 @@ fn a_damaged_snapshot_is_reported_as_skipped_and_the_older_one_is_used() {
     let out = stdout(&o);
     for want in [
         "checkpoint-00000000000000003000.ckpt  batch 3000",
-        "SKIPPED (INVALID at offset 48: checksum mismatch",
+        "SKIPPED (INVALID at offset 64: checksum mismatch",
         "snapshots skipped (damaged): checkpoint-00000000000000003000.ckpt",
         "snapshot used: checkpoint-00000000000000002000.ckpt (batch 2000)",
         "deltas replayed: 1 (batches 3000)",
         "version: 3000 (",
         "operator counts  2 keys  8 bytes",
-        &format!("DAMAGE {} offset 48: checksum mismatch", newest.display()),
+        &format!("DAMAGE {} offset 64: checksum mismatch", newest.display()),
     ] {
         assert!(out.contains(want), "{out}\nshould contain {want:?}");
     }
@@ -355,7 +355,7 @@ fn a_damaged_snapshot_is_reported_as_skipped_and_the_older_one_is_used() {
     let v = json(&o);
     assert_eq!(v["snapshots_skipped"], serde_json::json!([s(newest)]));
     assert_eq!(v["snapshots"][0]["status"], "skipped");
-    assert_eq!(v["snapshots"][0]["offset"], 48);
+    assert_eq!(v["snapshots"][0]["offset"], 64);
     // The values are still those of batch 3000, as the library recovers.
     let o = run(&[
         "state",

@@ -13,7 +13,6 @@ use super::format::{CHECKPOINT_HEADER_BYTES, CheckpointHeader};
 use super::store::EncodedCheckpoint;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::storage::{OpenMode, Storage, StorageFile, read_exact_at};
-use std::cmp::Reverse;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -59,7 +58,9 @@ pub(crate) struct FileCheckpoints {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     keep: usize,
-    write_lock: Mutex<()>,
+    /// Held by `put`; the next write sequence number once known (learnt
+    /// from the headers at the first write).
+    write_lock: Mutex<Option<u64>>,
 }
 
 impl FileCheckpoints {
@@ -85,17 +86,24 @@ impl FileCheckpoints {
             storage,
             dir: dir.to_path_buf(),
             keep,
-            write_lock: Mutex::new(()),
+            write_lock: Mutex::new(None),
         })
     }
 
-    fn write_temp_and_rename(&self, tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    fn write_temp_and_rename(
+        &self,
+        tmp: &Path,
+        path: &Path,
+        (header, body): ([u8; CHECKPOINT_HEADER_BYTES], &[u8]),
+    ) -> Result<()> {
         let st = &*self.storage;
         remove_if_present(st, tmp)?;
         let file = st
             .open(tmp, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", tmp, e))?;
-        file.write_at(bytes, 0)
+        file.write_at(&header, 0)
+            .map_err(|e| Error::io("write", tmp, e))?;
+        file.write_at(body, CHECKPOINT_HEADER_BYTES as u64)
             .map_err(|e| Error::io("write", tmp, e))?;
         file.sync_data()
             .map_err(|e| Error::io("sync_data", tmp, e))?;
@@ -138,6 +146,7 @@ impl FileCheckpoints {
             .open(path, OpenMode::Read)
             .map_err(|e| Error::io("open", path, e))?;
         let file_len = file.len().map_err(|e| Error::io("len", path, e))?;
+        // A version 1 header is shorter: `decode` reads what it needs.
         let mut head = [0u8; CHECKPOINT_HEADER_BYTES];
         let head_len = (file_len.min(head.len() as u64)) as usize;
         read_all(&*file, &mut head[..head_len], 0, path)?;
@@ -150,7 +159,7 @@ impl FileCheckpoints {
         }
         header
             .check_file_len(file_len)
-            .map_err(|k| corrupt(CHECKPOINT_HEADER_BYTES, k))?;
+            .map_err(|k| corrupt(header.header_bytes(), k))?;
         Ok((file, header, file_len))
     }
 }
@@ -160,11 +169,27 @@ impl CheckpointBackend for FileCheckpoints {
     /// rename to `NAME`, fsync the directory; then retention, and another
     /// directory fsync if it removed anything.
     fn put(&self, ckpt: &EncodedCheckpoint) -> Result<PathBuf> {
-        let _serial = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = match *next {
+            Some(seq) => seq,
+            None => {
+                let (files, _) = self.list()?;
+                files
+                    .iter()
+                    .filter_map(|l| l.order)
+                    .map(|(_, seq)| seq)
+                    .max()
+                    .unwrap_or(0)
+                    + 1
+            }
+        };
+        // Used up even if the write fails: a number is never reused for
+        // other bytes.
+        *next = Some(seq + 1);
         let name = checkpoint_file_name(ckpt.batch_time());
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        if let Err(e) = self.write_temp_and_rename(&tmp, &path, ckpt.as_bytes()) {
+        if let Err(e) = self.write_temp_and_rename(&tmp, &path, ckpt.stamped(seq)) {
             // Best effort: the next open removes it anyway.
             let _ = self.storage.remove(&tmp);
             return Err(e);
@@ -184,18 +209,28 @@ impl CheckpointBackend for FileCheckpoints {
             // A directory or FIFO named like a checkpoint is not one: never
             // read (a FIFO would block), never ranked, never removed.
             match classify(&entry.name) {
-                Entry::Checkpoint(batch_time) if entry.is_file() => found.push(Listed {
-                    batch_time,
-                    shown: self.dir.join(&entry.name),
-                    name: entry.name,
-                }),
+                Entry::Checkpoint(batch_time) if entry.is_file() => {
+                    let shown = self.dir.join(&entry.name);
+                    let order = self
+                        .read_header(batch_time, &shown)
+                        .ok()
+                        .map(|(_, h, _)| (0, h.write_seq));
+                    found.push(Listed {
+                        batch_time,
+                        shown,
+                        name: entry.name,
+                        order,
+                    })
+                }
                 Entry::Temp if entry.is_file() => {}
                 _ => ignored.push(entry.name),
             }
         }
-        found.sort_unstable_by_key(|l| Reverse(l.batch_time));
         ignored.sort();
-        Ok((found, ignored))
+        Ok((
+            super::backend::rank(found, |l| (l.batch_time, l.order)),
+            ignored,
+        ))
     }
 
     /// Never `None`: a file that vanished is an [`Error::Io`] (`NotFound`).
@@ -220,7 +255,7 @@ impl CheckpointBackend for FileCheckpoints {
     }
 
     /// A file whose header cannot be read or checked is left out (recovery
-    /// cannot use it either). Reads 48 bytes per file.
+    /// cannot use it either). Reads one header per file.
     fn journal_floor(&self) -> Result<Option<u64>> {
         let (files, _) = self.list()?;
         Ok(files

@@ -10,16 +10,24 @@ mod writer;
 
 pub(crate) use backend::CheckpointBackend;
 #[cfg(feature = "object-store")]
+pub(crate) use backend::rank;
+#[cfg(feature = "object-store")]
 pub(crate) use backend::{Listed, Listing};
 pub(crate) use files::FileCheckpoints;
 pub use files::checkpoint_file_name;
+pub use format::GraphEncoding;
 /// The checkpoint file codec, for the crate's own tools (feature
 /// `internals`; no stability promise).
 #[cfg(feature = "internals")]
 pub use format::{
-    CHECKPOINT_FORMAT_VERSION, CHECKPOINT_HEADER_BYTES, CHECKPOINT_MAGIC, CheckpointHeader,
-    decode_body, decode_body_raw, decode_file, decode_file_raw, encode_file,
+    CHECKPOINT_FORMAT_VERSION, CHECKPOINT_FORMAT_VERSION_MIN, CHECKPOINT_HEADER_BYTES,
+    CHECKPOINT_MAGIC, CHECKPOINT_V1_HEADER_BYTES, CheckpointHeader, decode_body, decode_body_raw,
+    decode_file, decode_file_raw, decode_file_stored, encode_file, encode_file_with,
 };
+/// The same codec items for the crate's own use when they are not public.
+#[cfg(not(feature = "internals"))]
+#[allow(unused_imports)]
+pub(crate) use format::{CHECKPOINT_HEADER_BYTES, CheckpointHeader, decode_file, decode_file_raw};
 pub use store::{
     CheckpointOptions, CheckpointStore, EncodedCheckpoint, LatestCheckpoint, SkippedCheckpoint,
 };

@@ -3,7 +3,7 @@
 
 use super::Checkpoint;
 use super::backend::{CheckpointBackend, Listed};
-use super::format;
+use super::format::{self, CheckpointHeader, GraphEncoding};
 use crate::Location;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::limits::CHECKPOINTS_KEPT_DEFAULT;
@@ -41,12 +41,22 @@ pub struct EncodedCheckpoint {
 }
 
 impl EncodedCheckpoint {
+    /// The header with write sequence number `seq`, and the body: what a
+    /// backend writes.
+    pub(crate) fn stamped(&self, seq: u64) -> ([u8; format::CHECKPOINT_HEADER_BYTES], &[u8]) {
+        (
+            format::stamped_header(&self.bytes, seq),
+            &self.bytes[format::CHECKPOINT_HEADER_BYTES..],
+        )
+    }
+
     /// The checkpoint's batch time.
     pub fn batch_time(&self) -> u64 {
         self.batch_time
     }
 
-    /// The file's bytes (header and body).
+    /// The file's bytes (header and body), with write sequence number 0:
+    /// the store stamps the next one into the header when it writes them.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -84,7 +94,8 @@ pub struct LatestCheckpoint<G> {
 /// and opening takes a new epoch that fences the stores opened before (see
 /// the object-storage module). One store per location at a time: the directory store
 /// takes no lock, and [`CheckpointStore::open`] removes temporary files
-/// another writer may be using. Writes through one store are serialized;
+/// another writer may be using (a [`crate::recovery::StreamingContext`]
+/// locks its whole directory before it opens its store). Writes through one store are serialized;
 /// reads may run beside them.
 #[derive(Debug)]
 pub struct CheckpointStore {
@@ -127,8 +138,11 @@ impl CheckpointStore {
         self.backend.epoch()
     }
 
-    /// Encode `ckpt` into a checkpoint file's bytes, with no I/O. The graph
-    /// is serialized now: later changes to it do not reach the bytes.
+    /// Encode `ckpt` into a checkpoint file's bytes, with no I/O, the graph
+    /// in CBOR ([`GraphEncoding::Cbor`]: fields by name, so a graph type
+    /// that gains a `#[serde(default)]` field or loses one still decodes).
+    /// The graph is serialized now: later changes to it do not reach the
+    /// bytes.
     ///
     /// # Errors
     /// - [`Error::Encode`] if the graph refuses to serialize.
@@ -141,7 +155,24 @@ impl CheckpointStore {
         })
     }
 
-    /// Encode `ckpt` and write it durably; see
+    /// [`CheckpointStore::encode`] with the graph in `encoding`; readers
+    /// learn it from the header. [`GraphEncoding::Bincode`] is smaller and
+    /// faster for a large body whose type never changes (the keyed state's
+    /// snapshots).
+    ///
+    /// # Errors
+    /// As [`CheckpointStore::encode`].
+    pub fn encode_with<G: Serialize>(
+        ckpt: &Checkpoint<G>,
+        encoding: GraphEncoding,
+    ) -> Result<EncodedCheckpoint> {
+        Ok(EncodedCheckpoint {
+            batch_time: ckpt.batch_time,
+            bytes: format::encode_file_with(ckpt, encoding)?,
+        })
+    }
+
+    /// Encode `ckpt` (graph in CBOR) and write it durably; see
     /// [`CheckpointStore::write_encoded`]. Blocks for the whole write.
     ///
     /// # Errors
@@ -150,8 +181,26 @@ impl CheckpointStore {
         self.write_encoded(&Self::encode(ckpt)?)
     }
 
+    /// [`CheckpointStore::write`] with the graph in `encoding` (see
+    /// [`CheckpointStore::encode_with`]).
+    ///
+    /// # Errors
+    /// As [`CheckpointStore::write`].
+    pub fn write_with<G: Serialize>(
+        &self,
+        ckpt: &Checkpoint<G>,
+        encoding: GraphEncoding,
+    ) -> Result<PathBuf> {
+        self.write_encoded(&Self::encode_with(ckpt, encoding)?)
+    }
+
     /// Write an encoded checkpoint durably and atomically, then apply
     /// retention. Blocks until done; returns the checkpoint file's path.
+    ///
+    /// The header gets the store's next write sequence number (one more
+    /// than the largest among the files in the directory, counted once per
+    /// store), which ranks it first in [`Self::latest`] even if its batch
+    /// time is older than another file's.
     ///
     /// Steps: create `NAME.tmp` (removing a stale one), write, `fdatasync`,
     /// rename to `NAME`, fsync the directory. The rename is atomic: a crash
@@ -159,7 +208,7 @@ impl CheckpointStore {
     /// write for a batch time that already has a checkpoint replaces it, a
     /// crash leaving the old or the new file, both valid. When `Ok` returns
     /// the checkpoint is durable. Then every checkpoint file beyond the
-    /// newest `keep` (by batch time in the name) is removed, except the one
+    /// newest `keep` (in the order of [`Self::list`]) is removed, except the one
     /// just written, and the directory is fsynced again.
     ///
     /// # Errors
@@ -175,8 +224,13 @@ impl CheckpointStore {
         self.backend.put(ckpt)
     }
 
-    /// The checkpoint files in the directory, newest (largest batch time)
-    /// first, by name alone: nothing is opened or checked.
+    /// The checkpoint files, newest first in write order: by the write
+    /// sequence number in each header, then batch time; files without one
+    /// (written by version 1 of the format) rank below every file with
+    /// one, by batch time; a file whose header does not check ranks first
+    /// if its batch time is at least that of the newest good file (it may
+    /// be the newest), last otherwise. Reads each file's header (64 bytes),
+    /// nothing more.
     ///
     /// # Errors
     /// [`Error::Io`] if the directory cannot be listed.
@@ -188,8 +242,8 @@ impl CheckpointStore {
             .collect())
     }
 
-    /// The newest checkpoint that passes every check, trying files from the
-    /// newest batch time to the oldest. Torn, truncated, corrupted,
+    /// The newest checkpoint that passes every check, trying files in the
+    /// order of [`Self::list`] (write order). Torn, truncated, corrupted,
     /// unreadable or undecodable files are skipped and listed with the
     /// reason; no valid checkpoint at all is `Ok` with `checkpoint: None`.
     /// Reads files (each at most header + [`crate::limits::DECODE_BYTES_MAX`]
@@ -203,13 +257,32 @@ impl CheckpointStore {
     /// [`Error::Io`] if the directory cannot be listed. Problems with one
     /// file are never errors: they are in `skipped`.
     pub fn latest<G: DeserializeOwned>(&self) -> Result<LatestCheckpoint<G>> {
+        self.latest_by(|_, header, raw| {
+            header.graph_encoding.decode(&raw.graph, "checkpoint graph")
+        })
+    }
+
+    /// [`Self::latest`] with the graph decoded by `decode`, which gets the
+    /// file, its header and the checkpoint with the graph's stored bytes;
+    /// a file for which it fails is skipped with its error.
+    pub(crate) fn latest_by<G>(
+        &self,
+        mut decode: impl FnMut(&std::path::Path, &CheckpointHeader, &Checkpoint<Vec<u8>>) -> Result<G>,
+    ) -> Result<LatestCheckpoint<G>> {
         let mut attempt = 0;
         'relist: loop {
             attempt += 1;
             let (listed, ignored_files) = self.backend.list()?;
             let mut skipped = Vec::new();
             for entry in listed {
-                match self.read(&entry) {
+                let read = self.read(&entry).and_then(|got| {
+                    got.map(|(header, raw)| {
+                        let graph = decode(&entry.shown, &header, &raw)?;
+                        Ok(raw.with_graph(graph))
+                    })
+                    .transpose()
+                });
+                match read {
                     Ok(Some(ckpt)) => {
                         return Ok(LatestCheckpoint {
                             checkpoint: Some((entry.shown, ckpt)),
@@ -242,11 +315,11 @@ impl CheckpointStore {
 
     /// One listed checkpoint, decoded and checked against its name; `None`
     /// if it vanished.
-    fn read<G: DeserializeOwned>(&self, entry: &Listed) -> Result<Option<Checkpoint<G>>> {
+    fn read(&self, entry: &Listed) -> Result<Option<(CheckpointHeader, Checkpoint<Vec<u8>>)>> {
         let Some(bytes) = self.backend.get(entry)? else {
             return Ok(None);
         };
-        let ckpt: Checkpoint<G> = format::decode_file(&entry.shown, &bytes)?;
+        let (header, ckpt) = format::decode_file_stored(&entry.shown, &bytes)?;
         if ckpt.batch_time != entry.batch_time {
             return Err(Error::corruption(
                 &entry.shown,
@@ -254,13 +327,13 @@ impl CheckpointStore {
                 CorruptionKind::BadHeader("batch time does not match the name"),
             ));
         }
-        Ok(Some(ckpt))
+        Ok(Some((header, ckpt)))
     }
 
     /// The smallest journal position among the checkpoint files whose
     /// header checks: the journal must keep every event after it, so that
     /// recovery from any kept checkpoint finds the events it needs. `None`
-    /// if no file has a valid header. Reads 48 bytes per file.
+    /// if no file has a valid header. Reads one header per file.
     ///
     /// # Errors
     /// [`Error::Io`] if the directory cannot be listed. A file whose header

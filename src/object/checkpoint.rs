@@ -229,7 +229,8 @@ pub struct ObjectCheckpointStore {
     keep: usize,
     /// `None`: read-only.
     epoch: Option<u64>,
-    write_lock: Mutex<()>,
+    /// Held by writes: the next write sequence number within this epoch.
+    write_lock: Mutex<u64>,
 }
 
 impl ObjectCheckpointStore {
@@ -240,7 +241,7 @@ impl ObjectCheckpointStore {
             loc,
             keep: usize::MAX,
             epoch: None,
-            write_lock: Mutex::new(()),
+            write_lock: Mutex::new(1),
         }
     }
 
@@ -301,7 +302,7 @@ impl ObjectCheckpointStore {
             loc,
             keep: opts.keep,
             epoch: Some(epoch),
-            write_lock: Mutex::new(()),
+            write_lock: Mutex::new(1),
         };
         store.seal_up_to(epoch)?;
         Ok(store)
@@ -377,19 +378,34 @@ impl ObjectCheckpointStore {
         let Some(epoch) = self.epoch else {
             return Err(Error::ReadOnly);
         };
-        let _serial = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.check_not_fenced(epoch)?;
         let name = checkpoint_name(ckpt.batch_time(), epoch);
-        if self.loc.put_new(&name, ckpt.as_bytes().to_vec())? == Created::AlreadyExists {
+        // Write order within the epoch; epochs order the stores.
+        let seq = *next;
+        *next += 1;
+        let (header, body) = ckpt.stamped(seq);
+        let mut bytes = Vec::with_capacity(header.len() + body.len());
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(body);
+        if self.loc.put_new(&name, bytes)? == Created::AlreadyExists {
             // This epoch wrote this batch time before (or a retry of this
-            // PUT landed): fine if the bytes are the same.
+            // PUT landed): fine if the bytes are the same, but for the
+            // write sequence number.
             let max = ckpt.as_bytes().len() as u64;
             let existing = match self.loc.get(&name, max) {
                 Ok(bytes) => bytes,
                 Err(Error::TooLarge { .. }) => None,
                 Err(e) => return Err(e),
             };
-            if existing.as_deref() != Some(ckpt.as_bytes()) {
+            let same = existing.as_deref().is_some_and(|e| {
+                let theirs = CheckpointHeader::decode(e).map(|h| h.write_seq);
+                theirs.is_ok_and(|s| {
+                    let (h, b) = ckpt.stamped(s);
+                    e.len() == h.len() + b.len() && e[..h.len()] == h && &e[h.len()..] == b
+                })
+            });
+            if !same {
                 return Err(Error::Remote {
                     op: "put checkpoint",
                     location: self.loc.display(&name).display().to_string(),
@@ -426,7 +442,33 @@ impl ObjectCheckpointStore {
             let fence = fences.into_iter().find(|&f| f > oldest).unwrap_or(0);
             return Err(Error::TakeoverInProgress { fence });
         }
+        let mut v = v;
+        v.counting = self.in_write_order(v.counting)?;
         Ok(v)
+    }
+
+    /// `counting` newest first in write order: by epoch, then the write
+    /// sequence number in each header, then batch time (see
+    /// `checkpoint::backend::rank`). Reads one header per checkpoint.
+    fn in_write_order(&self, counting: Vec<Named>) -> Result<Vec<Named>> {
+        let mut listed = Vec::with_capacity(counting.len());
+        for (t, e) in counting {
+            let name = checkpoint_name(t, e);
+            let order = match self.loc.get_head(&name, CHECKPOINT_HEADER_BYTES as u64)? {
+                Some(head) => CheckpointHeader::decode(&head)
+                    .ok()
+                    .filter(|h| h.batch_time == t)
+                    .map(|h| (e, h.write_seq)),
+                None => None,
+            };
+            listed.push(((t, e), order));
+        }
+        Ok(
+            crate::checkpoint::rank(listed, |&((t, _), order)| (t, order))
+                .into_iter()
+                .map(|(named, _)| named)
+                .collect(),
+        )
     }
 
     /// Sort every checkpoint by whether it counts.
@@ -498,8 +540,9 @@ impl ObjectCheckpointStore {
         Ok(())
     }
 
-    /// The checkpoints that count, newest first, as (batch time, epoch), by
-    /// name alone.
+    /// The checkpoints that count, newest first in write order, as (batch
+    /// time, epoch): by epoch, then the write sequence number in each
+    /// header (one header read per checkpoint), then batch time.
     ///
     /// # Errors
     /// [`Error::Remote`]; [`Error::Corruption`] for a damaged fence or seal;
@@ -508,8 +551,8 @@ impl ObjectCheckpointStore {
         Ok(self.settled_verdict()?.counting)
     }
 
-    /// The newest counting checkpoint that passes every check, trying from
-    /// the newest batch time down; damaged, undecodable or unreadable ones
+    /// The newest counting checkpoint that passes every check, trying in
+    /// write order (as [`Self::list`]); damaged, undecodable or unreadable ones
     /// are skipped and listed. If one vanishes between the listing and the
     /// read (another store's retention), lists again. Writes nothing.
     ///
@@ -611,8 +654,8 @@ impl ObjectCheckpointStore {
     }
 
     /// The smallest journal position among the counting checkpoints whose
-    /// header checks (see [`CheckpointStore::journal_floor`]). Reads 48
-    /// bytes per object.
+    /// header checks (see [`CheckpointStore::journal_floor`]). Reads one
+    /// header per object.
     ///
     /// # Errors
     /// As [`ObjectCheckpointStore::list`], and [`Error::Remote`] if a header
@@ -650,6 +693,7 @@ impl crate::checkpoint::CheckpointBackend for ObjectCheckpointStore {
                     batch_time,
                     shown: self.loc.display(&name),
                     name,
+                    order: Some((epoch, 0)),
                 }
             })
             .collect();

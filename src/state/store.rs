@@ -5,7 +5,9 @@
 use super::operator::{Frozen, Operator, Raw, StateKey, StateValue, Typed};
 use super::record::{DeltaOut, EncodeEach, STATE_FORMAT_VERSION, SnapshotOut};
 use super::{KeyedState, StateOptions, recover};
-use crate::checkpoint::{Checkpoint, CheckpointOptions, CheckpointStore, SkippedCheckpoint};
+use crate::checkpoint::{
+    Checkpoint, CheckpointOptions, CheckpointStore, GraphEncoding, SkippedCheckpoint,
+};
 use crate::error::{Error, Result};
 use crate::tracker::TrackerState;
 use crate::{Location, RecoveryReport, SyncPolicy, Wal, codec};
@@ -530,16 +532,21 @@ impl SnapshotJob {
                 .map(|(name, frozen)| (name.as_str(), &**frozen as &dyn EncodeEach))
                 .collect(),
         };
-        self.snapshots.write(&Checkpoint {
-            batch_time: self.version,
-            batch_interval_ms: 0,
-            graph: body,
-            graph_version: STATE_FORMAT_VERSION,
-            pending_batches: Vec::new(),
-            journal_lsn: self.last_lsn,
-            tracker: TrackerState::default(),
-            source_offsets: BTreeMap::new(),
-        })?;
+        // Bincode, not the graphs' CBOR: a snapshot body is large, and its
+        // own format version (`STATE_FORMAT_VERSION`) governs its layout.
+        self.snapshots.write_with(
+            &Checkpoint {
+                batch_time: self.version,
+                batch_interval_ms: 0,
+                graph: body,
+                graph_version: STATE_FORMAT_VERSION,
+                pending_batches: Vec::new(),
+                journal_lsn: self.last_lsn,
+                tracker: TrackerState::default(),
+                source_offsets: BTreeMap::new(),
+            },
+            GraphEncoding::Bincode,
+        )?;
         // Every kept snapshot's deltas stay, so a damaged newest snapshot
         // falls back to an older one plus more deltas.
         if let Some(floor) = self.snapshots.journal_floor()? {

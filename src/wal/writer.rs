@@ -68,7 +68,12 @@ impl FileWal {
         }
         let lock = match storage.try_lock_dir(&dir) {
             Ok(Some(lock)) => Some(lock),
-            Ok(None) => return Err(Error::Locked { path: dir }),
+            Ok(None) => {
+                return Err(Error::Locked {
+                    path: dir,
+                    holder: None,
+                });
+            }
             // A read-only salvage open may not be able to create the lock file.
             Err(_) if read_only => None,
             Err(e) => return Err(Error::io("lock", &dir, e)),

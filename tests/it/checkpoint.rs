@@ -211,11 +211,12 @@ fn retention_keeps_exactly_the_newest_n() {
         assert_eq!(times(&store), vec![7_000, 6_000, 5_000]);
         let (_, got) = store.latest::<Vec<u8>>().unwrap().checkpoint.unwrap();
         assert_eq!(got.graph, vec![9, 9]);
-        // An old batch time is written but does not push out newer ones.
+        // An old batch time written last is the newest in write order
+        // (SPARK-11267): it ranks first and the oldest-written one goes.
         store.write(&small(500)).unwrap();
-        assert_eq!(times(&store), vec![7_000, 6_000, 5_000, 500]);
+        assert_eq!(times(&store), vec![500, 7_000, 6_000]);
         store.write(&small(8_000)).unwrap();
-        assert_eq!(times(&store), vec![8_000, 7_000, 6_000]);
+        assert_eq!(times(&store), vec![8_000, 500, 7_000]);
     });
 }
 
@@ -375,20 +376,20 @@ fn every_single_bit_flip_falls_back_to_the_previous_checkpoint() {
 #[test]
 fn a_newer_format_version_is_skipped_naming_both_versions() {
     let d = two_checkpoints();
-    // A plausible version-2 file: same header layout, valid header CRC.
+    // A plausible version-3 file: same header layout, valid header CRC.
     let mut b = d.bytes.clone();
-    b[8..12].copy_from_slice(&2u32.to_le_bytes());
-    let crc = crc32(&b[0..44]);
-    b[44..48].copy_from_slice(&crc.to_le_bytes());
-    let reason = d.falls_back(b, "version 2");
+    b[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let crc = crc32(&b[0..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+    let reason = d.falls_back(b, "version 3");
     assert!(
         matches!(
             &reason,
             Error::Corruption {
                 offset: 0,
                 kind: CorruptionKind::UnsupportedVersion {
-                    found: 2,
-                    supported: 1
+                    found: 3,
+                    supported: 2
                 },
                 ..
             }
@@ -397,7 +398,7 @@ fn a_newer_format_version_is_skipped_naming_both_versions() {
     );
     let msg = reason.to_string();
     assert!(
-        msg.contains("version 2") && msg.contains("supported: 1"),
+        msg.contains("version 3") && msg.contains("supported: 2"),
         "{msg}"
     );
 }

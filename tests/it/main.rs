@@ -38,3 +38,4 @@ mod state_crash;
 mod torn_tail;
 mod tracker;
 mod tracker_model;
+mod upgrade;

@@ -80,6 +80,21 @@ fn checkpoints_round_trip_and_survive_a_new_driver() {
 }
 
 #[test]
+fn latest_is_the_last_written_even_of_an_older_batch() {
+    for b in backends("write_order") {
+        let store = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
+        store.write(&ckpt(2000, "newer batch")).unwrap();
+        store.write(&ckpt(1000, "written last")).unwrap();
+        assert_eq!(latest_time(&store), Some((1000, "written last".into())));
+        // A later epoch's checkpoint was written after every older one.
+        let next = ObjectCheckpointStore::open(b.location(CKPT), opts(10)).unwrap();
+        next.write(&ckpt(500, "next driver")).unwrap();
+        let order: Vec<u64> = next.list().unwrap().iter().map(|&(t, _)| t).collect();
+        assert_eq!(order, vec![500, 1000, 2000]);
+    }
+}
+
+#[test]
 fn retention_keeps_the_newest() {
     for b in backends("retention") {
         let store = ObjectCheckpointStore::open(b.location(CKPT), opts(3)).unwrap();
@@ -103,6 +118,10 @@ fn a_damaged_newest_checkpoint_is_skipped_with_its_reason() {
             .to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40;
+        // Written after the good one: a larger write sequence number.
+        bytes[48..56].copy_from_slice(&99u64.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[..60]);
+        bytes[60..64].copy_from_slice(&crc.to_le_bytes());
         put(&*b, &ckpt_name(2000, store.epoch().unwrap()), bytes);
         let latest = store.latest::<String>().unwrap();
         assert_eq!(latest.checkpoint.map(|(_, c)| c.batch_time), Some(1000));

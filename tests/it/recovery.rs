@@ -122,7 +122,7 @@ fn checkpoint_plus_journal_tail_and_committed_batches_do_not_rerun() {
 }
 
 #[test]
-fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+fn a_damaged_newest_checkpoint_is_an_error_or_falls_back_to_the_previous_one_if_asked() {
     let tmp = tempfile::tempdir().unwrap();
     let ctx = open(tmp.path(), 0).unwrap();
     add(&ctx, 0, b"x", 1);
@@ -148,7 +148,18 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     bytes[last] ^= 0x10;
     std::fs::write(&newest, bytes).unwrap();
 
-    let ctx = open(tmp.path(), 2_000).unwrap();
+    // By default a damaged newest checkpoint is an error naming it.
+    match open(tmp.path(), 2_000) {
+        Err(Error::CheckpointUnusable { file, .. }) => assert_eq!(file, newest),
+        other => panic!("expected CheckpointUnusable, got {other:?}"),
+    }
+    let ctx = streamwal::StreamingContext::builder(tmp.path().join("ckpt"))
+        .receiver_log(tmp.path().join("rx"))
+        .options(opts())
+        .now_ms(2_000)
+        .on_checkpoint_error(streamwal::recovery::OnCheckpointError::UseOlder)
+        .get_or_create(|| Graph::from([("fresh".to_string(), 1)]))
+        .unwrap();
     assert_eq!(ctx.report.checkpoints_skipped.len(), 1);
     assert_eq!(ctx.report.checkpoints_skipped[0].file, newest);
     let rec = ctx.recovered.as_ref().unwrap();
@@ -233,7 +244,8 @@ fn checkpoints_written_at_older_batch_times_keep_the_journal_recoverable() {
 
     let ctx = open(tmp.path(), 3_000).unwrap();
     let rec = ctx.recovered.as_ref().unwrap();
-    assert_eq!(rec.checkpoint_time, Some(3_000));
+    // The checkpoint written last wins, whatever its batch time (SPARK-11267).
+    assert_eq!(rec.checkpoint_time, Some(2_000));
     let times: Vec<u64> = rec.batches.iter().map(|b| b.batch_time).collect();
     assert_eq!(times, [3_000], "1_000 and 2_000 were committed");
     assert_eq!(rec.unallocated[&1].len(), 200);

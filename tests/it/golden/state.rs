@@ -5,7 +5,7 @@ use super::{copy_of, fields, golden, segment};
 use std::path::Path;
 use std::sync::Arc;
 use streamwal::checkpoint::{Checkpoint, decode_file};
-use streamwal::state::{RawSlot, SnapshotBody, StateDelta, decode_delta};
+use streamwal::state::{RawChange, RawEntry, RawSlot, SnapshotBody, StateDelta, decode_delta};
 use streamwal::{StateOptions, StateStore};
 
 const STATE_ID: u64 = 2_858_283_805_459_117_324;
@@ -22,6 +22,20 @@ fn slot(value: &[u8], expires_at: Option<u64>) -> RawSlot {
     RawSlot {
         value: value.to_vec(),
         expires_at,
+    }
+}
+
+fn ch(key: &[u8], slot: Option<RawSlot>) -> RawChange {
+    RawChange {
+        key: key.to_vec(),
+        slot,
+    }
+}
+
+fn en(key: &[u8], slot: RawSlot) -> RawEntry {
+    RawEntry {
+        key: key.to_vec(),
+        slot,
     }
 }
 
@@ -61,13 +75,13 @@ fn deltas_decode_field_by_field() {
                     (
                         "counts".into(),
                         vec![
-                            (BE.to_vec(), Some(slot(&[1], None))),
-                            (TO.to_vec(), Some(slot(&[2], None)))
+                            ch(BE, Some(slot(&[1], None))),
+                            ch(TO, Some(slot(&[2], None)))
                         ]
                     ),
                     (
                         "seen".into(),
-                        vec![(SEVEN_KEY.to_vec(), Some(slot(SEVEN, Some(6_000))))]
+                        vec![ch(SEVEN_KEY, Some(slot(SEVEN, Some(6_000))))]
                     ),
                 ]
             ),
@@ -75,14 +89,14 @@ fn deltas_decode_field_by_field() {
                 2_000,
                 vec![(
                     "counts".into(),
-                    vec![(BE.to_vec(), None), (OR.to_vec(), Some(slot(&[1], None)))]
+                    vec![ch(BE, None), ch(OR, Some(slot(&[1], None)))]
                 )]
             ),
             delta(
                 3_000,
                 vec![
-                    ("counts".into(), vec![(TO.to_vec(), Some(slot(&[3], None)))]),
-                    ("seen".into(), vec![(SEVEN_KEY.to_vec(), None)]),
+                    ("counts".into(), vec![ch(TO, Some(slot(&[3], None)))]),
+                    ("seen".into(), vec![ch(SEVEN_KEY, None)]),
                 ]
             ),
         ]
@@ -112,15 +126,9 @@ fn the_snapshot_decodes_field_by_field() {
             operators: vec![
                 (
                     "counts".into(),
-                    vec![
-                        (OR.to_vec(), slot(&[1], None)),
-                        (TO.to_vec(), slot(&[2], None))
-                    ]
+                    vec![en(OR, slot(&[1], None)), en(TO, slot(&[2], None))]
                 ),
-                (
-                    "seen".into(),
-                    vec![(SEVEN_KEY.to_vec(), slot(SEVEN, Some(6_000)))]
-                ),
+                ("seen".into(), vec![en(SEVEN_KEY, slot(SEVEN, Some(6_000)))]),
             ],
         }
     );

@@ -13,7 +13,7 @@ fn second_open_in_this_process_is_locked_until_the_first_is_dropped() {
     first.append(b"one").unwrap();
 
     match Wal::open(&dir, WalOptions::default()) {
-        Err(Error::Locked { path }) => assert_eq!(path, dir),
+        Err(Error::Locked { path, .. }) => assert_eq!(path, dir),
         other => panic!("expected Error::Locked, got {other:?}"),
     }
     // A read-only salvage open is excluded too.
@@ -150,7 +150,7 @@ fn cross_process_lock(spawn: impl Fn(&Path) -> Holder) {
     holder.wait_until_held();
     for _ in 0..2 {
         match open_or_fail_fast(&dir, WalOptions::default()) {
-            Err(Error::Locked { path }) => assert_eq!(path, dir),
+            Err(Error::Locked { path, .. }) => assert_eq!(path, dir),
             other => panic!("expected Error::Locked while another process holds it, got {other:?}"),
         }
     }
