@@ -67,6 +67,7 @@ pub mod object;
 pub mod recovery;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod sink;
 pub mod state;
 pub mod storage;
 pub mod tracker;
