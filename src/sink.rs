@@ -188,6 +188,8 @@ pub struct ExactlyOnce<S> {
     log: Wal,
     /// Pre-committed transactions not yet committed or aborted at the sink.
     pending: BTreeMap<u64, Vec<u8>>,
+    /// The batch pre-committed and not yet decided, with its handle.
+    prepared: Option<(u64, Vec<u8>)>,
     recovery: SinkRecovery,
 }
 
@@ -232,9 +234,13 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
             .child(query)?;
         let log = Wal::open(
             at,
+            // A few small records per batch: like the state log, no
+            // preallocation (zero-filling would cost more than it saves).
             WalOptions {
                 segment_bytes: 1 << 20,
                 max_record_bytes: 64 << 10,
+                preallocate: false,
+                prepare_ahead: false,
                 ..WalOptions::default()
             },
         )?;
@@ -273,6 +279,7 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
             sink,
             log,
             pending,
+            prepared: None,
             recovery,
         };
         for (batch_time, txn) in me.pending.clone() {
@@ -317,26 +324,32 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
     }
 
     /// Commit batch `batch_time` everywhere, after its output was written
-    /// into the sink's open transaction: pre-commit at the sink, journal
-    /// the pre-commit (durably), [`StreamingContext::commit_batch`] (the
-    /// decision), commit at the sink, journal that. Every sink transaction
-    /// still pending from an earlier failed call is committed first.
+    /// into the sink's open transaction: [`ExactlyOnce::pre_commit`], then
+    /// [`ExactlyOnce::commit`].
     ///
     /// # Errors
-    /// - [`Error::Sink`] with `op` `"pre-commit"`: the batch is not
-    ///   committed anywhere; its transaction and its state changes are
-    ///   aborted (best effort at the sink; a transaction left behind is
-    ///   aborted on the next open). Run it again, or stop and recover.
-    /// - An error of the sink log's append before the decision: as above.
-    /// - An error of [`StreamingContext::commit_batch`]: whether the batch
-    ///   is committed is unknown; stop and recover (open resolves it).
-    /// - [`Error::Sink`] with `op` `"commit"` (or a sink log error after
-    ///   the decision): the batch **is** committed and its output is
-    ///   durable at the sink but not visible yet; it is kept in
-    ///   [`ExactlyOnce::pending`] and committed by
-    ///   [`ExactlyOnce::retry_pending`], the next `commit_batch`, or the
-    ///   next open. Never run the batch again.
+    /// As the two steps.
     pub fn commit_batch<G>(&mut self, ctx: &StreamingContext<G>, batch_time: u64) -> Result<()> {
+        self.pre_commit(ctx, batch_time)?;
+        self.commit(ctx, batch_time)
+    }
+
+    /// The first phase: pre-commit batch `batch_time` at the sink and
+    /// journal the pre-commit (durably). Every sink transaction still
+    /// pending from an earlier failed commit is committed first. Nothing is
+    /// decided yet: a crash from here until [`ExactlyOnce::commit`] has
+    /// committed the batch in the context aborts the transaction on open,
+    /// and the batch runs again.
+    ///
+    /// # Errors
+    /// [`Error::Sink`] with `op` `"pre-commit"`, [`Error::TooLarge`] for a
+    /// handle over [`TXN_HANDLE_BYTES_MAX`], or a sink log error: the batch
+    /// is not committed anywhere; its transaction and its state changes are
+    /// aborted (best effort at the sink; a transaction left behind is
+    /// aborted on the next open). Run it again, or stop and recover.
+    /// Errors of [`ExactlyOnce::retry_pending`] come first, before
+    /// anything of this batch is done.
+    pub fn pre_commit<G>(&mut self, ctx: &StreamingContext<G>, batch_time: u64) -> Result<()> {
         self.retry_pending()?;
         let txn = match self.sink.pre_commit(batch_time) {
             Ok(txn) if txn.len() <= TXN_HANDLE_BYTES_MAX => txn,
@@ -360,6 +373,35 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
             self.abort_quietly(ctx, batch_time, Some(&txn));
             return Err(e);
         }
+        self.prepared = Some((batch_time, txn));
+        Ok(())
+    }
+
+    /// The second phase: [`StreamingContext::commit_batch`] (the decision:
+    /// from here on the batch is committed and never runs again), then
+    /// commit at the sink and journal that.
+    ///
+    /// # Errors
+    /// - [`Error::StateMisuse`] if `batch_time` is not the batch
+    ///   [`ExactlyOnce::pre_commit`] last pre-committed (nothing done).
+    /// - An error of [`StreamingContext::commit_batch`]: whether the batch
+    ///   is committed is unknown; stop and recover (open resolves it).
+    /// - [`Error::Sink`] with `op` `"commit"` (or a sink log error after
+    ///   the decision): the batch **is** committed and its output is
+    ///   durable at the sink but not visible yet; it is kept in
+    ///   [`ExactlyOnce::pending`] and committed by
+    ///   [`ExactlyOnce::retry_pending`], the next pre-commit, or the next
+    ///   open. Never run the batch again.
+    pub fn commit<G>(&mut self, ctx: &StreamingContext<G>, batch_time: u64) -> Result<()> {
+        let txn = match self.prepared.take() {
+            Some((t, txn)) if t == batch_time => txn,
+            other => {
+                self.prepared = other;
+                return Err(Error::StateMisuse(
+                    "sink commit of a batch that is not the one pre-committed",
+                ));
+            }
+        };
         ctx.commit_batch(batch_time)?;
         self.pending.insert(batch_time, txn.clone());
         self.finish(batch_time, &txn)?;
@@ -379,16 +421,24 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
         Ok(())
     }
 
-    /// Give up on batch `batch_time`: abort its open sink transaction and
-    /// its state changes ([`StreamingContext::abort_batch`]).
+    /// Give up on batch `batch_time` (before [`ExactlyOnce::commit`]):
+    /// abort its sink transaction, open or pre-committed, and its state
+    /// changes ([`StreamingContext::abort_batch`]).
     ///
     /// # Errors
     /// [`Error::Sink`] if the sink fails to abort (the state changes are
     /// dropped anyway; an open transaction dies with its connection).
     pub fn abort_batch<G>(&mut self, ctx: &StreamingContext<G>, batch_time: u64) -> Result<()> {
         ctx.abort_batch();
+        let txn = match self.prepared.take() {
+            Some((t, txn)) if t == batch_time => Some(txn),
+            other => {
+                self.prepared = other;
+                None
+            }
+        };
         self.sink
-            .abort(batch_time, None)
+            .abort(batch_time, txn.as_deref())
             .map_err(|e| self.error("abort", batch_time, e))
     }
 

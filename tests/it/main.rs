@@ -22,6 +22,7 @@ mod object_faults;
 mod object_log;
 mod object_recovery;
 mod outside_testing;
+mod pg_sink;
 mod prepare_ahead;
 mod recovery;
 mod recovery_crash;

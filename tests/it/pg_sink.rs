@@ -1,0 +1,350 @@
+//! Exactly-once output into a real PostgreSQL, proven with SIGKILL: a child
+//! engine receives lines `r<ID>`, acknowledges each once durable, and at
+//! each `.` runs a batch that counts every ID in keyed state and writes a
+//! row `(id, count)` per line through [`ExactlyOnce`] (two-phase commit
+//! with `PREPARE TRANSACTION`). The test kills it with SIGKILL when it
+//! pauses at each named crash point (before the pre-commit, after the
+//! pre-commit before it is journaled, after it is journaled before the
+//! batch commits, after the batch commits before the sink commit, after
+//! the sink commit before it is journaled, after the whole commit), at the
+//! first, second or third time it gets there (recovery's own commits
+//! included), and at random moments; then checks by SQL that every
+//! acknowledged line has exactly one row, with count 1 (the state applied
+//! once too), that no row comes from a line never sent, and that no
+//! prepared transaction is left.
+
+use crate::common::pg::{PgServer, server};
+use crate::common::pg_sink::PgSink;
+use crate::common::rng::{Rng, seed_from_env};
+use crate::common::test_name;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use streamwal::{ContextOptions, StreamingContext, WalOptions};
+use streamwal::sink::{ExactlyOnce, SinkError, TransactionalSink};
+use streamwal::tracker::BlockInfo;
+
+const DIR_ENV: &str = "STREAMWAL_PG_KILL_DIR";
+const URL_ENV: &str = "STREAMWAL_PG_KILL_URL";
+const QUERY_ENV: &str = "STREAMWAL_PG_KILL_QUERY";
+/// `<point>:<k>`: pause (print `paused <point>` and wait to be killed) the
+/// `k`-th time (from 0) the child reaches `point`.
+const PAUSE_ENV: &str = "STREAMWAL_PG_KILL_PAUSE";
+const TABLE: &str = "kill_out";
+
+/// The named crash points, in the order a batch reaches them.
+const POINTS: [&str; 6] = [
+    "before-pre-commit",
+    "after-pre-commit",
+    "after-journal",
+    "after-decision",
+    "after-sink-commit",
+    "after-commit",
+];
+
+type BoxResult<T> = Result<T, SinkError>;
+
+/// Pauses the child at its named point.
+struct Pauser {
+    point: Option<(String, u32)>,
+}
+
+impl Pauser {
+    fn from_env() -> Pauser {
+        let point = std::env::var(PAUSE_ENV).ok().map(|s| {
+            let (p, k) = s.split_once(':').unwrap();
+            (p.to_string(), k.parse().unwrap())
+        });
+        Pauser { point }
+    }
+
+    fn at(&mut self, point: &str) {
+        if let Some((p, k)) = &mut self.point
+            && p == point
+        {
+            if *k == 0 {
+                say(&format!("paused {point}"));
+                loop {
+                    std::thread::park();
+                }
+            }
+            *k -= 1;
+        }
+    }
+}
+
+fn say(line: &str) {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{line}").and_then(|()| o.flush()).unwrap();
+}
+
+/// The PostgreSQL sink with the pause points that fall inside the sink's
+/// calls.
+struct Pausing {
+    pg: PgSink,
+    pauser: Pauser,
+}
+
+impl TransactionalSink for Pausing {
+    fn pre_commit(&mut self, batch_time: u64) -> BoxResult<Vec<u8>> {
+        let txn = self.pg.pre_commit(batch_time)?;
+        self.pauser.at("after-pre-commit");
+        Ok(txn)
+    }
+    fn commit(&mut self, batch_time: u64, txn: &[u8]) -> BoxResult<()> {
+        self.pauser.at("after-decision");
+        self.pg.commit(batch_time, txn)?;
+        self.pauser.at("after-sink-commit");
+        Ok(())
+    }
+    fn abort(&mut self, batch_time: u64, txn: Option<&[u8]>) -> BoxResult<()> {
+        self.pg.abort(batch_time, txn)
+    }
+    fn in_doubt(&mut self) -> BoxResult<Vec<(u64, Vec<u8>)>> {
+        self.pg.in_doubt()
+    }
+}
+
+fn open(dir: &Path) -> streamwal::Result<StreamingContext<()>> {
+    // A clock that never runs ahead of the batches: no downtime batches.
+    // Small segments: opening a debug build's log of 64 MiB segments
+    // would be most of the test's time.
+    let small = WalOptions {
+        segment_bytes: 256 << 10,
+        max_record_bytes: 64 << 10,
+        ..WalOptions::default()
+    };
+    let mut opts = ContextOptions::new(1_000);
+    opts.receiver_log = small.clone();
+    opts.journal = small;
+    StreamingContext::builder(dir.join("ctx"))
+        .options(opts)
+        .now_ms(1)
+        .get_or_create(|| ())
+}
+
+fn run_batch(ctx: &StreamingContext<()>, eo: &mut ExactlyOnce<Pausing>, t: u64) -> BoxResult<()> {
+    ctx.begin_batch(t)?;
+    let blocks = ctx.tracker.allocate_blocks_to_batch(t)?;
+    let seen = ctx.state::<u64, u64>("seen")?;
+    eo.sink().pg.begin(t)?;
+    for payloads in ctx.read_batch(&blocks)?.values() {
+        for p in payloads {
+            let id: u64 = std::str::from_utf8(p)?[1..].parse()?;
+            let n = seen.get(&id)?.unwrap_or(0) + 1;
+            seen.put(id, n)?;
+            eo.sink().pg.write(id, n)?;
+        }
+    }
+    eo.sink().pauser.at("before-pre-commit");
+    eo.pre_commit(ctx, t)?;
+    eo.sink().pauser.at("after-journal");
+    eo.commit(ctx, t)?;
+    eo.sink().pauser.at("after-commit");
+    Ok(())
+}
+
+/// The engine: prints `open`, `ack ID` once line `r<ID>` is durable,
+/// `batch T` once batch T is committed everywhere, `idle` for a `?`, and
+/// `done` at the end of its input.
+#[test]
+#[ignore = "run by pg_sink_kill_nine_writes_each_line_once as a child process"]
+fn pg_sink_child_main() {
+    let Ok(dir) = std::env::var(DIR_ENV) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let url = std::env::var(URL_ENV).unwrap();
+    let query = std::env::var(QUERY_ENV).unwrap();
+    let ctx = open(dir).expect("recover the context");
+    let sink = Pausing {
+        pg: PgSink::connect(&url, &query, TABLE).expect("connect"),
+        pauser: Pauser::from_env(),
+    };
+    let mut eo = ExactlyOnce::open(&ctx, &query, sink).expect("resolve the sink");
+    let owed = ctx.recovered.as_ref().map(|r| r.batches.clone());
+    for batch in owed.unwrap_or_default() {
+        run_batch(&ctx, &mut eo, batch.batch_time).expect("rerun an owed batch");
+    }
+    let (state, _) = ctx.tracker.snapshot().unwrap();
+    let mut next = state.last_allocated_time.max(1_000) + 1_000;
+    say("open");
+    for line in std::io::stdin().lock().lines() {
+        let line = line.unwrap();
+        if line == "." {
+            run_batch(&ctx, &mut eo, next).expect("batch");
+            say(&format!("batch {next}"));
+            next += 1_000;
+        } else if line == "?" {
+            say("idle");
+        } else {
+            let handle = ctx.receiver_log.append(line.as_bytes()).unwrap();
+            ctx.tracker
+                .add_block(BlockInfo {
+                    stream_id: 0,
+                    handle,
+                    records: 1,
+                    receive_time: next - 1,
+                })
+                .unwrap();
+            say(&format!("ack {}", &line[1..]));
+        }
+    }
+    run_batch(&ctx, &mut eo, next).expect("last batch");
+    say("done");
+}
+
+/// What the table holds for `query`: per ID, how many rows and their counts.
+fn rows(pg: &PgServer, query: &str) -> BTreeMap<u64, Vec<u64>> {
+    let mut sink = PgSink::connect(&pg.url, query, TABLE).unwrap();
+    let mut out: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for row in sink
+        .client()
+        .query(
+            &format!("SELECT id, n FROM {TABLE} WHERE query = $1"),
+            &[&query],
+        )
+        .unwrap()
+    {
+        let (id, n): (i64, i64) = (row.get(0), row.get(1));
+        out.entry(id as u64).or_default().push(n as u64);
+    }
+    out
+}
+
+#[test]
+fn pg_sink_kill_nine_writes_each_line_once() {
+    let Some(pg) = server("pg_sink_kill_nine_writes_each_line_once") else {
+        return;
+    };
+    let seed = seed_from_env("STREAMWAL_PG_KILL_SEED");
+    let mut rng = Rng::new(seed);
+    let query = format!("kill{}_{}", std::process::id(), rng.below(1 << 30));
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    // Each point at its first, second and third visit, then random kills.
+    let mut plan: Vec<Option<(String, u64)>> = Vec::new();
+    for k in 0..3 {
+        plan.extend(POINTS.iter().map(|p| Some((p.to_string(), k))));
+    }
+    plan.extend((0..8).map(|_| None));
+    plan.push(None); // the last round: runs to the end of its input
+    let (mut sent, mut acked) = (0u64, BTreeSet::new());
+    let mut paused: BTreeMap<String, u32> = BTreeMap::new();
+    for (round, pause) in plan.iter().enumerate() {
+        let last = round + 1 == plan.len();
+        let mut cmd = Command::new(&exe);
+        cmd.args([
+            "--exact",
+            &test_name(module_path!(), "pg_sink_child_main"),
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(DIR_ENV, tmp.path())
+        .env(URL_ENV, &pg.url)
+        .env(QUERY_ENV, &query)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        if let Some((p, k)) = pause {
+            cmd.env(PAUSE_ENV, format!("{p}:{k}"));
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let count = 10 + rng.below(30);
+        let mut text = String::new();
+        for id in sent..sent + count {
+            text.push_str(&format!("r{id}\n"));
+            if rng.below(4) == 0 {
+                text.push_str(".\n");
+            }
+        }
+        text.push_str(".\n?\n");
+        sent += count;
+        // The pipe holds it all (well under 64 KiB): no writer thread.
+        stdin.write_all(text.as_bytes()).unwrap();
+        // Held open until the kill, so that the child never sees the end
+        // of its input; the last round's child does, and finishes.
+        let stdin = if last {
+            drop(stdin);
+            None
+        } else {
+            Some(stdin)
+        };
+        let kill_after = if pause.is_none() && !last {
+            rng.below(count)
+        } else {
+            u64::MAX
+        };
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let (mut lines, mut buf, mut acks) = (Vec::new(), String::new(), 0);
+        loop {
+            buf.clear();
+            if stdout.read_line(&mut buf).unwrap() == 0 || !buf.ends_with('\n') {
+                break;
+            }
+            let line = buf.trim_end().to_string();
+            acks += u64::from(line.starts_with("ack "));
+            let stop = line.starts_with("paused ") || line == "idle" || acks > kill_after;
+            lines.push(line);
+            if stop && !last {
+                break;
+            }
+        }
+        if !last {
+            child.kill().unwrap(); // SIGKILL
+        }
+        drop(stdin);
+        let status = child.wait().unwrap();
+        if last {
+            assert!(status.success(), "the last child failed ({status})");
+        } else {
+            assert_eq!(status.signal(), Some(9), "round {round}: ended by itself");
+        }
+        // What it printed before it died was printed after the fact.
+        loop {
+            buf.clear();
+            if stdout.read_line(&mut buf).unwrap() == 0 || !buf.ends_with('\n') {
+                break;
+            }
+            lines.push(buf.trim_end().to_string());
+        }
+        for line in &lines {
+            if let Some(id) = line.strip_prefix("ack ") {
+                acked.insert(id.parse::<u64>().unwrap());
+            } else if let Some(p) = line.strip_prefix("paused ") {
+                *paused.entry(p.to_string()).or_default() += 1;
+            }
+        }
+        if last {
+            assert!(lines.iter().any(|l| l == "done"), "the last child: {lines:?}");
+        }
+    }
+    let table = rows(&pg, &query);
+    for (id, ns) in &table {
+        assert!(*id < sent, "row for r{id}, never sent (seed {seed})");
+        assert_eq!(ns, &[1], "r{id}: rows with counts {ns:?} (seed {seed})");
+    }
+    for id in &acked {
+        assert!(
+            table.contains_key(id),
+            "acknowledged r{id} has no row (seed {seed})"
+        );
+    }
+    let mut sink = PgSink::connect(&pg.url, &query, TABLE).unwrap();
+    assert_eq!(sink.in_doubt().unwrap(), Vec::new(), "prepared transactions left");
+    for p in POINTS {
+        assert!(
+            paused.get(p).copied().unwrap_or(0) >= 2,
+            "crash point {p} reached only {paused:?} (seed {seed})"
+        );
+    }
+    println!(
+        "{} rounds: {sent} lines sent, {} acknowledged, {} rows, pauses {paused:?}",
+        plan.len(),
+        acked.len(),
+        table.len()
+    );
+}
