@@ -30,6 +30,7 @@ mod sim_checkpoint;
 mod sim_state;
 mod sim_tracker;
 mod sim_wal;
+mod sink;
 mod smoke;
 mod state;
 mod state_crash;
