@@ -348,3 +348,102 @@ fn pg_sink_kill_nine_writes_each_line_once() {
         table.len()
     );
 }
+
+/// Kill the sink's server connection from outside (`pg_terminate_backend`),
+/// as a lost connection does.
+fn cut_connection(pg: &PgServer, sink: &mut PgSink) {
+    let pid: i32 = sink
+        .client()
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let mut admin = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+}
+
+fn plain_open(dir: &Path) -> StreamingContext<()> {
+    StreamingContext::builder(dir)
+        .batch_interval_ms(1_000)
+        .now_ms(1)
+        .get_or_create(|| ())
+        .unwrap()
+}
+
+/// Begin batch `t` in the context and the sink and write one row, `t + 1`.
+fn one_row(ctx: &StreamingContext<()>, eo: &mut ExactlyOnce<PgSink>, t: u64) {
+    ctx.begin_batch(t).unwrap();
+    ctx.tracker.allocate_blocks_to_batch(t).unwrap();
+    ctx.state::<u64, u64>("seen").unwrap().put(t + 1, 1).unwrap();
+    eo.sink().begin(t).unwrap();
+    eo.sink().write(t + 1, 1).unwrap();
+}
+
+#[test]
+fn pg_sink_a_lost_connection_is_an_error_with_its_cause_and_nothing_is_lost_or_doubled() {
+    let Some(pg) = server("pg_sink_a_lost_connection") else {
+        return;
+    };
+    let query = format!("lost{}", std::process::id());
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = plain_open(tmp.path());
+    let sink = PgSink::connect(&pg.url, &query, TABLE).unwrap();
+    let mut eo = ExactlyOnce::open(&ctx, &query, sink).unwrap();
+
+    // Lost before the pre-commit: an error naming the cause; not committed.
+    one_row(&ctx, &mut eo, 1_000);
+    cut_connection(&pg, eo.sink());
+    let e = eo.commit_batch(&ctx, 1_000).unwrap_err();
+    assert!(matches!(e, streamwal::Error::Sink { op: "pre-commit", .. }), "{e:?}");
+    assert!(std::error::Error::source(&e).is_some(), "the cause: {e:?}");
+    assert!(!ctx.tracker.is_committed(1_000).unwrap());
+    assert!(rows(&pg, &query).is_empty());
+    // Run again: the sink reconnects.
+    one_row(&ctx, &mut eo, 1_000);
+    eo.commit_batch(&ctx, 1_000).unwrap();
+    assert_eq!(rows(&pg, &query).keys().copied().collect::<Vec<_>>(), [1_001]);
+
+    // Lost between the decision and the sink's commit: the batch is
+    // committed, its rows prepared; a retry commits them, once.
+    one_row(&ctx, &mut eo, 2_000);
+    eo.pre_commit(&ctx, 2_000).unwrap();
+    cut_connection(&pg, eo.sink());
+    let e = eo.commit(&ctx, 2_000).unwrap_err();
+    assert!(matches!(e, streamwal::Error::Sink { op: "commit", .. }), "{e:?}");
+    assert!(ctx.tracker.is_committed(2_000).unwrap());
+    assert_eq!(eo.pending(), vec![2_000]);
+    assert!(!rows(&pg, &query).contains_key(&2_001), "not visible yet");
+    eo.retry_pending().unwrap();
+    assert!(eo.pending().is_empty());
+
+    // The same, but the driver dies instead of retrying: the next open
+    // finds the prepared transaction and commits it.
+    one_row(&ctx, &mut eo, 3_000);
+    eo.pre_commit(&ctx, 3_000).unwrap();
+    cut_connection(&pg, eo.sink());
+    assert!(eo.commit(&ctx, 3_000).is_err());
+    drop((eo, ctx));
+    let ctx = plain_open(tmp.path());
+    let sink = PgSink::connect(&pg.url, &query, TABLE).unwrap();
+    let mut eo = ExactlyOnce::open(&ctx, &query, sink).unwrap();
+    assert_eq!(eo.recovery().committed, vec![3_000]);
+    assert!(ctx.recovered.as_ref().unwrap().batches.is_empty());
+    let all = rows(&pg, &query);
+    assert_eq!(all.keys().copied().collect::<Vec<_>>(), [1_001, 2_001, 3_001]);
+    assert!(all.values().all(|ns| ns == &[1]));
+
+    // A prepared transaction rolled back behind the driver's back after the
+    // decision is reported, never silently taken as committed.
+    one_row(&ctx, &mut eo, 4_000);
+    eo.pre_commit(&ctx, 4_000).unwrap();
+    let gid = eo.sink().gid(4_000);
+    let mut admin = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("ROLLBACK PREPARED '{gid}'"))
+        .unwrap();
+    let e = eo.commit(&ctx, 4_000).unwrap_err();
+    let cause = std::error::Error::source(&e).unwrap().to_string();
+    assert!(cause.contains("never committed"), "{cause}");
+    assert_eq!(eo.pending(), vec![4_000]);
+}
