@@ -27,6 +27,7 @@ mod prepare_ahead;
 mod recovery;
 mod recovery_crash;
 mod sim_checkpoint;
+mod sim_sink;
 mod sim_state;
 mod sim_tracker;
 mod sim_wal;
