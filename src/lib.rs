@@ -68,6 +68,7 @@ pub mod recovery;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod sink;
+pub mod sources;
 pub mod state;
 pub mod storage;
 pub mod tracker;

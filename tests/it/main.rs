@@ -33,6 +33,7 @@ mod sim_tracker;
 mod sim_wal;
 mod sink;
 mod smoke;
+mod sources;
 mod state;
 mod state_crash;
 mod torn_tail;

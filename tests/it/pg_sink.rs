@@ -1,8 +1,11 @@
 //! Exactly-once output into a real PostgreSQL, proven with SIGKILL: a child
-//! engine receives lines `r<ID>`, acknowledges each once durable, and at
-//! each `.` runs a batch that counts every ID in keyed state and writes a
-//! row `(id, count)` per line through [`ExactlyOnce`] (two-phase commit
-//! with `PREPARE TRANSACTION`). The test kills it with SIGKILL when it
+//! engine receives lines `r<ID>` on stdin (a receiver-log source),
+//! acknowledges each once durable, and at each `.` runs a batch that also
+//! reads a replayable source (a file the parent appends `f<ID>` lines to;
+//! the batch's byte range is journaled in the offsets log before it is
+//! read), counts every ID in keyed state and writes a row `(id, count)` per
+//! line through [`ExactlyOnce`] (two-phase commit with `PREPARE
+//! TRANSACTION`). The test kills it with SIGKILL when it
 //! pauses at each named crash point (before the pre-commit, after the
 //! pre-commit before it is journaled, after it is journaled before the
 //! batch commits, after the batch commits before the sink commit, after
@@ -10,9 +13,9 @@
 //! first, second or third time it gets there (recovery's own commits
 //! included), and at random moments (`STREAMWAL_PG_KILLS`, default 8;
 //! `STREAMWAL_PG_KILL_SEED` to replay a run); then checks by SQL that every
-//! acknowledged line has exactly one row, with count 1 (the state applied
-//! once too), that no row comes from a line never sent, and that no
-//! prepared transaction is left.
+//! acknowledged line and every line of the source file has exactly one
+//! row, with count 1 (the state applied once too), that no row comes from
+//! a line never sent, and that no prepared transaction is left.
 
 use crate::common::pg::{PgServer, server};
 use crate::common::pg_sink::PgSink;
@@ -25,6 +28,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use streamwal::{ContextOptions, StreamingContext, WalOptions};
 use streamwal::sink::{ExactlyOnce, SinkError, TransactionalSink};
+use streamwal::sources::{OffsetLog, batches_to_run};
 use streamwal::tracker::BlockInfo;
 
 const DIR_ENV: &str = "STREAMWAL_PG_KILL_DIR";
@@ -34,6 +38,10 @@ const QUERY_ENV: &str = "STREAMWAL_PG_KILL_QUERY";
 /// `k`-th time (from 0) the child reaches `point`.
 const PAUSE_ENV: &str = "STREAMWAL_PG_KILL_PAUSE";
 const TABLE: &str = "kill_out";
+/// The replayable source: a file the parent appends `f<ID>` lines to
+/// before each round; its rows are `FILE_IDS + ID`.
+const SOURCE_FILE: &str = "source.txt";
+const FILE_IDS: u64 = 1 << 40;
 
 /// The named crash points, in the order a batch reaches them.
 const POINTS: [&str; 6] = [
@@ -126,18 +134,46 @@ fn open(dir: &Path) -> streamwal::Result<StreamingContext<()>> {
         .get_or_create(|| ())
 }
 
-fn run_batch(ctx: &StreamingContext<()>, eo: &mut ExactlyOnce<Pausing>, t: u64) -> BoxResult<()> {
+/// The IDs of the source file's lines in `[start, end)`.
+fn file_ids(dir: &Path, start: u64, end: u64) -> BoxResult<Vec<u64>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; (end - start) as usize];
+    std::fs::File::open(dir.join(SOURCE_FILE))?.read_exact_at(&mut buf, start)?;
+    let text = String::from_utf8(buf)?;
+    let mut ids = Vec::new();
+    for line in text.lines() {
+        ids.push(FILE_IDS + line.strip_prefix('f').ok_or("bad line")?.parse::<u64>()?);
+    }
+    Ok(ids)
+}
+
+/// Batch `t`: the receiver-log lines allocated to it and the source file's
+/// range planned for it (to the file's end, unless planned before).
+fn run_batch(
+    ctx: &StreamingContext<()>,
+    offsets: &mut OffsetLog,
+    eo: &mut ExactlyOnce<Pausing>,
+    dir: &Path,
+    t: u64,
+) -> BoxResult<()> {
     ctx.begin_batch(t)?;
+    let file_end = std::fs::metadata(dir.join(SOURCE_FILE))?.len();
+    let ranges = offsets.plan(t, &BTreeMap::from([(SOURCE_FILE.to_string(), file_end)]))?;
     let blocks = ctx.tracker.allocate_blocks_to_batch(t)?;
     let seen = ctx.state::<u64, u64>("seen")?;
     eo.sink().pg.begin(t)?;
+    let mut ids = Vec::new();
     for payloads in ctx.read_batch(&blocks)?.values() {
         for p in payloads {
-            let id: u64 = std::str::from_utf8(p)?[1..].parse()?;
-            let n = seen.get(&id)?.unwrap_or(0) + 1;
-            seen.put(id, n)?;
-            eo.sink().pg.write(id, n)?;
+            ids.push(std::str::from_utf8(p)?[1..].parse()?);
         }
+    }
+    let r = ranges[SOURCE_FILE];
+    ids.extend(file_ids(dir, r.start, r.end)?);
+    for id in ids {
+        let n = seen.get(&id)?.unwrap_or(0) + 1;
+        seen.put(id, n)?;
+        eo.sink().pg.write(id, n)?;
     }
     eo.sink().pauser.at("before-pre-commit");
     eo.pre_commit(ctx, t)?;
@@ -165,9 +201,9 @@ fn pg_sink_child_main() {
         pauser: Pauser::from_env(),
     };
     let mut eo = ExactlyOnce::open(&ctx, &query, sink).expect("resolve the sink");
-    let owed = ctx.recovered.as_ref().map(|r| r.batches.clone());
-    for batch in owed.unwrap_or_default() {
-        run_batch(&ctx, &mut eo, batch.batch_time).expect("rerun an owed batch");
+    let mut offsets = OffsetLog::open(&ctx).expect("open the offsets log");
+    for t in batches_to_run(&ctx, &offsets).unwrap() {
+        run_batch(&ctx, &mut offsets, &mut eo, dir, t).expect("rerun an owed batch");
     }
     let (state, _) = ctx.tracker.snapshot().unwrap();
     let mut next = state.last_allocated_time.max(1_000) + 1_000;
@@ -175,7 +211,7 @@ fn pg_sink_child_main() {
     for line in std::io::stdin().lock().lines() {
         let line = line.unwrap();
         if line == "." {
-            run_batch(&ctx, &mut eo, next).expect("batch");
+            run_batch(&ctx, &mut offsets, &mut eo, dir, next).expect("batch");
             say(&format!("batch {next}"));
             next += 1_000;
         } else if line == "?" {
@@ -193,7 +229,7 @@ fn pg_sink_child_main() {
             say(&format!("ack {}", &line[1..]));
         }
     }
-    run_batch(&ctx, &mut eo, next).expect("last batch");
+    run_batch(&ctx, &mut offsets, &mut eo, dir, next).expect("last batch");
     say("done");
 }
 
@@ -236,7 +272,7 @@ fn pg_sink_kill_nine_writes_each_line_once() {
         .unwrap_or(8);
     plan.extend((0..random).map(|_| None));
     plan.push(None); // the last round: runs to the end of its input
-    let (mut sent, mut acked) = (0u64, BTreeSet::new());
+    let (mut sent, mut acked, mut file_sent) = (0u64, BTreeSet::new(), 0u64);
     let mut paused: BTreeMap<String, u32> = BTreeMap::new();
     for (round, pause) in plan.iter().enumerate() {
         let last = round + 1 == plan.len();
@@ -256,6 +292,19 @@ fn pg_sink_kill_nine_writes_each_line_once() {
         if let Some((p, k)) = pause {
             cmd.env(PAUSE_ENV, format!("{p}:{k}"));
         }
+        // The replayable source grows before each round, whole lines only.
+        let file_lines = rng.below(20);
+        let mut lines_text = String::new();
+        for id in file_sent..file_sent + file_lines {
+            lines_text.push_str(&format!("f{id}\n"));
+        }
+        file_sent += file_lines;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(tmp.path().join(SOURCE_FILE))
+            .and_then(|mut f| f.write_all(lines_text.as_bytes()))
+            .unwrap();
         let mut child = cmd.spawn().unwrap();
         let mut stdin = child.stdin.take().unwrap();
         let count = 10 + rng.below(30);
@@ -329,8 +378,17 @@ fn pg_sink_kill_nine_writes_each_line_once() {
     }
     let table = rows(&pg, &query);
     for (id, ns) in &table {
-        assert!(*id < sent, "row for r{id}, never sent (seed {seed})");
-        assert_eq!(ns, &[1], "r{id}: rows with counts {ns:?} (seed {seed})");
+        let known = *id < sent || (FILE_IDS..FILE_IDS + file_sent).contains(id);
+        assert!(known, "row for {id}, never sent (seed {seed})");
+        assert_eq!(ns, &[1], "{id}: rows with counts {ns:?} (seed {seed})");
+    }
+    // Every line of the replayable source, read or re-read across the
+    // kills, has its row once: the last batch read to the end.
+    for id in 0..file_sent {
+        assert!(
+            table.contains_key(&(FILE_IDS + id)),
+            "source line f{id} has no row (seed {seed})"
+        );
     }
     for id in &acked {
         assert!(
@@ -347,7 +405,7 @@ fn pg_sink_kill_nine_writes_each_line_once() {
         );
     }
     println!(
-        "{} rounds: {sent} lines sent, {} acknowledged, {} rows, pauses {paused:?}",
+        "{} rounds: {sent} lines sent, {} acknowledged, {file_sent} source lines, {} rows, pauses {paused:?}",
         plan.len(),
         acked.len(),
         table.len()
