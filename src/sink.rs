@@ -550,7 +550,9 @@ mod tests {
                 txn: b"streamwal-q-7".to_vec(),
             },
             SinkEvent::Committed { batch_time: 7 },
-            SinkEvent::Aborted { batch_time: u64::MAX },
+            SinkEvent::Aborted {
+                batch_time: u64::MAX,
+            },
         ] {
             assert_eq!(decode_event(&encode_event(&e).unwrap()).unwrap(), e);
         }
@@ -570,7 +572,14 @@ mod tests {
     #[test]
     fn query_names_are_checked() {
         assert!(check_query_name("counts_v2-a").is_ok());
-        for bad in ["", "a/b", "..", "a b", "é", &"x".repeat(QUERY_NAME_BYTES_MAX + 1)] {
+        for bad in [
+            "",
+            "a/b",
+            "..",
+            "a b",
+            "é",
+            &"x".repeat(QUERY_NAME_BYTES_MAX + 1),
+        ] {
             assert!(check_query_name(bad).is_err(), "{bad:?}");
         }
     }

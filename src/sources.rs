@@ -77,7 +77,9 @@ fn check_plan(plan: &Plan) -> Result<()> {
             ));
         }
         if r.end < r.start {
-            return Err(Error::InvalidOptions("an offset range ends before it starts"));
+            return Err(Error::InvalidOptions(
+                "an offset range ends before it starts",
+            ));
         }
     }
     Ok(())
@@ -236,7 +238,10 @@ mod tests {
     fn garbage_plans_are_typed_errors() {
         assert!(matches!(decode_plan(&[]), Err(Error::Decode { .. })));
         assert!(matches!(decode_plan(&[7, 0]), Err(Error::Decode { .. })));
-        assert!(matches!(decode_plan(&[1, 255, 255]), Err(Error::Decode { .. })));
+        assert!(matches!(
+            decode_plan(&[1, 255, 255]),
+            Err(Error::Decode { .. })
+        ));
         let backwards = Plan {
             batch_time: 1,
             ranges: BTreeMap::from([("a".into(), OffsetRange { start: 5, end: 2 })]),

@@ -24,7 +24,6 @@
 
 use super::data::{BatchOutput, INTERVAL_MS, parse_record, ranges};
 use super::txn::FileTxnSink;
-use streamwal::sink::ExactlyOnce;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -34,6 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use streamwal::checkpoint::CheckpointOptions;
 use streamwal::recovery::{ContextOptions, RunReason, StreamingContext};
+use streamwal::sink::ExactlyOnce;
 use streamwal::tracker::{BlockInfo, BlockTracker};
 use streamwal::{StateOptions, Wal, WalOptions};
 

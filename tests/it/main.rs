@@ -22,6 +22,8 @@ mod object_faults;
 mod object_log;
 mod object_recovery;
 mod outside_testing;
+/// The PostgreSQL server and sink of the `pg_` tests.
+mod pg;
 mod pg_sink;
 mod prepare_ahead;
 mod recovery;

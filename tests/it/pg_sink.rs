@@ -17,19 +17,19 @@
 //! row, with count 1 (the state applied once too), that no row comes from
 //! a line never sent, and that no prepared transaction is left.
 
-use crate::common::pg::{PgServer, server};
-use crate::common::pg_sink::PgSink;
 use crate::common::rng::{Rng, seed_from_env};
 use crate::common::test_name;
+use crate::pg::sink::PgSink;
+use crate::pg::{PgServer, server};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use streamwal::{ContextOptions, StreamingContext, WalOptions};
 use streamwal::sink::{ExactlyOnce, SinkError, TransactionalSink};
 use streamwal::sources::{OffsetLog, batches_to_run};
 use streamwal::tracker::BlockInfo;
+use streamwal::{ContextOptions, StreamingContext, WalOptions};
 
 const DIR_ENV: &str = "STREAMWAL_PG_KILL_DIR";
 const URL_ENV: &str = "STREAMWAL_PG_KILL_URL";
@@ -373,7 +373,10 @@ fn pg_sink_kill_nine_writes_each_line_once() {
             }
         }
         if last {
-            assert!(lines.iter().any(|l| l == "done"), "the last child: {lines:?}");
+            assert!(
+                lines.iter().any(|l| l == "done"),
+                "the last child: {lines:?}"
+            );
         }
     }
     let table = rows(&pg, &query);
@@ -397,7 +400,11 @@ fn pg_sink_kill_nine_writes_each_line_once() {
         );
     }
     let mut sink = PgSink::connect(&pg.url, &query, TABLE).unwrap();
-    assert_eq!(sink.in_doubt().unwrap(), Vec::new(), "prepared transactions left");
+    assert_eq!(
+        sink.in_doubt().unwrap(),
+        Vec::new(),
+        "prepared transactions left"
+    );
     for p in POINTS {
         assert!(
             paused.get(p).copied().unwrap_or(0) >= 2,
@@ -438,7 +445,10 @@ fn plain_open(dir: &Path) -> StreamingContext<()> {
 fn one_row(ctx: &StreamingContext<()>, eo: &mut ExactlyOnce<PgSink>, t: u64) {
     ctx.begin_batch(t).unwrap();
     ctx.tracker.allocate_blocks_to_batch(t).unwrap();
-    ctx.state::<u64, u64>("seen").unwrap().put(t + 1, 1).unwrap();
+    ctx.state::<u64, u64>("seen")
+        .unwrap()
+        .put(t + 1, 1)
+        .unwrap();
     eo.sink().begin(t).unwrap();
     eo.sink().write(t + 1, 1).unwrap();
 }
@@ -458,14 +468,26 @@ fn pg_sink_a_lost_connection_is_an_error_with_its_cause_and_nothing_is_lost_or_d
     one_row(&ctx, &mut eo, 1_000);
     cut_connection(&pg, eo.sink());
     let e = eo.commit_batch(&ctx, 1_000).unwrap_err();
-    assert!(matches!(e, streamwal::Error::Sink { op: "pre-commit", .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            streamwal::Error::Sink {
+                op: "pre-commit",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(std::error::Error::source(&e).is_some(), "the cause: {e:?}");
     assert!(!ctx.tracker.is_committed(1_000).unwrap());
     assert!(rows(&pg, &query).is_empty());
     // Run again: the sink reconnects.
     one_row(&ctx, &mut eo, 1_000);
     eo.commit_batch(&ctx, 1_000).unwrap();
-    assert_eq!(rows(&pg, &query).keys().copied().collect::<Vec<_>>(), [1_001]);
+    assert_eq!(
+        rows(&pg, &query).keys().copied().collect::<Vec<_>>(),
+        [1_001]
+    );
 
     // Lost between the decision and the sink's commit: the batch is
     // committed, its rows prepared; a retry commits them, once.
@@ -473,7 +495,10 @@ fn pg_sink_a_lost_connection_is_an_error_with_its_cause_and_nothing_is_lost_or_d
     eo.pre_commit(&ctx, 2_000).unwrap();
     cut_connection(&pg, eo.sink());
     let e = eo.commit(&ctx, 2_000).unwrap_err();
-    assert!(matches!(e, streamwal::Error::Sink { op: "commit", .. }), "{e:?}");
+    assert!(
+        matches!(e, streamwal::Error::Sink { op: "commit", .. }),
+        "{e:?}"
+    );
     assert!(ctx.tracker.is_committed(2_000).unwrap());
     assert_eq!(eo.pending(), vec![2_000]);
     assert!(!rows(&pg, &query).contains_key(&2_001), "not visible yet");
@@ -493,7 +518,10 @@ fn pg_sink_a_lost_connection_is_an_error_with_its_cause_and_nothing_is_lost_or_d
     assert_eq!(eo.recovery().committed, vec![3_000]);
     assert!(ctx.recovered.as_ref().unwrap().batches.is_empty());
     let all = rows(&pg, &query);
-    assert_eq!(all.keys().copied().collect::<Vec<_>>(), [1_001, 2_001, 3_001]);
+    assert_eq!(
+        all.keys().copied().collect::<Vec<_>>(),
+        [1_001, 2_001, 3_001]
+    );
     assert!(all.values().all(|ns| ns == &[1]));
 
     // A prepared transaction rolled back behind the driver's back after the

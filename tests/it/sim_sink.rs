@@ -202,7 +202,11 @@ fn check(storage: Arc<dyn Storage>, events: &[Ev]) -> Result<(), String> {
         }
     }
     let seen = ctx.state::<u64, u64>("seen").map_err(|e| e.to_string())?;
-    let rows: BTreeMap<u64, u64> = seen.iter().map_err(|e| e.to_string())?.into_iter().collect();
+    let rows: BTreeMap<u64, u64> = seen
+        .iter()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
     let expect: BTreeMap<u64, u64> = visible
         .iter()
         .flat_map(|&t| [(t + 1, 1), (t + 2, 1)])

@@ -33,7 +33,13 @@ struct Fake(Arc<Mutex<Server>>);
 
 impl Fake {
     fn write(&self, batch: u64, row: u64) {
-        self.0.lock().unwrap().open.entry(batch).or_default().push(row);
+        self.0
+            .lock()
+            .unwrap()
+            .open
+            .entry(batch)
+            .or_default()
+            .push(row);
     }
     fn with<T>(&self, f: impl FnOnce(&mut Server) -> T) -> T {
         f(&mut self.0.lock().unwrap())
@@ -175,7 +181,14 @@ fn sink_a_failed_pre_commit_leaves_the_batch_to_run_again() {
     write_batch(&ctx, &fake, 1_000);
     fake.with(|s| s.fail_pre_commit = true);
     let e = eo.commit_batch(&ctx, 1_000).unwrap_err();
-    assert!(matches!(e, Error::Sink { op: "pre-commit", batch_time: 1_000, .. }));
+    assert!(matches!(
+        e,
+        Error::Sink {
+            op: "pre-commit",
+            batch_time: 1_000,
+            ..
+        }
+    ));
     assert_eq!(
         std::error::Error::source(&e).map(|s| s.to_string()),
         Some("connection reset".into()),

@@ -32,20 +32,29 @@ fn sources_a_rerun_reads_the_same_ranges_and_a_mixed_batch_keeps_both() {
     {
         let ctx = open(tmp.path());
         let mut offsets = OffsetLog::open(&ctx).unwrap();
-        let r = offsets.plan(1_000, &ends(&[("file", 10), ("part/0", 4)])).unwrap();
+        let r = offsets
+            .plan(1_000, &ends(&[("file", 10), ("part/0", 4)]))
+            .unwrap();
         assert_eq!(r["file"], range(0, 10));
         ctx.tracker.allocate_blocks_to_batch(1_000).unwrap();
         ctx.commit_batch(1_000).unwrap();
         // Batch 2000 mixes a receiver-log block with an offset range.
         let handle = ctx.receiver_log.append(b"pushed").unwrap();
         ctx.tracker
-            .add_block(BlockInfo { stream_id: 0, handle, records: 1, receive_time: 1_500 })
+            .add_block(BlockInfo {
+                stream_id: 0,
+                handle,
+                records: 1,
+                receive_time: 1_500,
+            })
             .unwrap();
         let r = offsets.plan(2_000, &ends(&[("file", 25)])).unwrap();
         assert_eq!(r["file"], range(10, 25));
         ctx.tracker.allocate_blocks_to_batch(2_000).unwrap();
         // Batch 3000 is planned, then the driver dies before allocating.
-        offsets.plan(3_000, &ends(&[("file", 30), ("part/0", 9)])).unwrap();
+        offsets
+            .plan(3_000, &ends(&[("file", 30), ("part/0", 9)]))
+            .unwrap();
     }
     let ctx = open(tmp.path());
     let mut offsets = OffsetLog::open(&ctx).unwrap();
@@ -55,7 +64,10 @@ fn sources_a_rerun_reads_the_same_ranges_and_a_mixed_batch_keeps_both() {
     let r = offsets.plan(2_000, &ends(&[("file", 99)])).unwrap();
     assert_eq!(r, BTreeMap::from([("file".to_string(), range(10, 25))]));
     let blocks = ctx.tracker.allocate_blocks_to_batch(2_000).unwrap();
-    assert_eq!(ctx.read_batch(&blocks).unwrap()[&0], vec![b"pushed".to_vec()]);
+    assert_eq!(
+        ctx.read_batch(&blocks).unwrap()[&0],
+        vec![b"pushed".to_vec()]
+    );
     let r = offsets.plan(3_000, &ends(&[("file", 99)])).unwrap();
     assert_eq!(r["file"], range(25, 30));
     assert_eq!(r["part/0"], range(4, 9));
@@ -80,8 +92,15 @@ fn sources_bad_plans_are_refused_and_change_nothing() {
     let ctx = open(tmp.path());
     let mut offsets = OffsetLog::open(&ctx).unwrap();
     offsets.plan(1_000, &ends(&[("a", 5)])).unwrap();
-    for bad in [ends(&[("a", 4)]), ends(&[("", 1)]), ends(&[(&"x".repeat(300), 1)])] {
-        assert!(matches!(offsets.plan(2_000, &bad), Err(Error::InvalidOptions(_))));
+    for bad in [
+        ends(&[("a", 4)]),
+        ends(&[("", 1)]),
+        ends(&[(&"x".repeat(300), 1)]),
+    ] {
+        assert!(matches!(
+            offsets.plan(2_000, &bad),
+            Err(Error::InvalidOptions(_))
+        ));
     }
     assert!(offsets.ranges(2_000).is_none());
     assert_eq!(offsets.next_start("a"), 5);

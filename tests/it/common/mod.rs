@@ -19,6 +19,3 @@ pub fn test_name(module_path: &str, test: &str) -> String {
         None => test.to_string(),
     }
 }
-
-pub mod pg;
-pub mod pg_sink;

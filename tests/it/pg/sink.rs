@@ -1,8 +1,7 @@
 //! A PostgreSQL sink for `streamwal::sink`, with the synchronous `postgres`
 //! client: a batch's rows and its marker row go into one transaction that
 //! is pre-committed with `PREPARE TRANSACTION 'streamwal-<query>-<batch>'`
-//! and committed with `COMMIT PREPARED`. Used by the tests and by
-//! `examples/pg_sink.rs` (through `#[path]`).
+//! and committed with `COMMIT PREPARED`; the README's recipe sketches it.
 //!
 //! Tables (created by [`PgSink::connect`] if missing):
 //! - `<table>(query text, batch bigint, id bigint, n bigint)`: the output;
@@ -140,7 +139,10 @@ impl TransactionalSink for PgSink {
                 if self.marker_exists(batch_time)? {
                     Ok(()) // committed before a crash
                 } else {
-                    Err(format!("prepared transaction {gid} is gone and was never committed").into())
+                    Err(
+                        format!("prepared transaction {gid} is gone and was never committed")
+                            .into(),
+                    )
                 }
             }
             Err(e) => Err(e.into()),

@@ -5,6 +5,8 @@
 //! works is the test skipped, saying why and how to run it; with
 //! `STREAMWAL_REQUIRE_PG` set that is a failure instead.
 
+pub mod sink;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -36,10 +38,8 @@ pub fn server(test: &str) -> Option<PgServer> {
     if let Ok(url) = std::env::var("STREAMWAL_PG_URL") {
         return Some(PgServer { url, started: None });
     }
-    let dirfile = std::env::temp_dir().join(format!(
-        "streamwal-pg-{test}-{}.dir",
-        std::process::id()
-    ));
+    let dirfile =
+        std::env::temp_dir().join(format!("streamwal-pg-{test}-{}.dir", std::process::id()));
     let out = Command::new(script()).arg(&dirfile).output();
     let why = match out {
         Ok(out) if out.status.success() => {
