@@ -2,11 +2,13 @@
 //! `STREAMWAL_PG_URL` (`.ci/run` starts one with `.ci/pg-server` and sets
 //! it, with `STREAMWAL_REQUIRE_PG=1`), or else a throwaway cluster this
 //! test starts with the same script and stops when done. Only when neither
-//! works is the test skipped, saying why and how to run it; with
+//! works (the script is told not to install PostgreSQL; `.ci/run` lets it)
+//! is the test skipped, saying why and how to run it; with
 //! `STREAMWAL_REQUIRE_PG` set that is a failure instead.
 
 pub mod sink;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -40,7 +42,10 @@ pub fn server(test: &str) -> Option<PgServer> {
     }
     let dirfile =
         std::env::temp_dir().join(format!("streamwal-pg-{test}-{}.dir", std::process::id()));
-    let out = Command::new(script()).arg(&dirfile).output();
+    let out = Command::new(script())
+        .arg("--no-install")
+        .arg(&dirfile)
+        .output();
     let why = match out {
         Ok(out) if out.status.success() => {
             let text = String::from_utf8_lossy(&out.stdout);
@@ -72,7 +77,10 @@ pub fn server(test: &str) -> Option<PgServer> {
         std::env::var_os("STREAMWAL_REQUIRE_PG").is_none(),
         "{test}: STREAMWAL_REQUIRE_PG is set but no PostgreSQL server: {why}"
     );
-    eprintln!(
+    // Straight to the descriptor, past libtest's capture: a skip is never
+    // silent, even when the test passes.
+    let _ = writeln!(
+        std::io::stderr(),
         "{test}: SKIPPED, no PostgreSQL server ({why}). To run it, install PostgreSQL \
          (initdb, pg_ctl, postgres) so that .ci/pg-server can start a throwaway cluster, \
          or point STREAMWAL_PG_URL at a server with max_prepared_transactions > 0: \
