@@ -40,11 +40,14 @@ impl PgSink {
     /// identifier the caller controls), and create the tables if missing.
     pub fn connect(url: &str, query: &str, table: &str) -> Result<PgSink, SinkError> {
         let mut client = Client::connect(url, NoTls)?;
+        // Under a lock: two sessions creating the same table at once can
+        // both pass IF NOT EXISTS and one then fails on the catalog.
         client.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {table} (query text NOT NULL, batch bigint NOT NULL, \
+            "BEGIN; SELECT pg_advisory_xact_lock(7306428);
+             CREATE TABLE IF NOT EXISTS {table} (query text NOT NULL, batch bigint NOT NULL, \
              id bigint NOT NULL, n bigint NOT NULL);
              CREATE TABLE IF NOT EXISTS streamwal_batches (query text NOT NULL, \
-             batch bigint NOT NULL, PRIMARY KEY (query, batch));"
+             batch bigint NOT NULL, PRIMARY KEY (query, batch)); COMMIT;"
         ))?;
         Ok(PgSink {
             url: url.to_string(),
