@@ -35,13 +35,7 @@ use std::fmt;
 /// query, in `sink/<query>/`.
 pub const SINK_DIR_NAME: &str = "sink";
 
-/// The longest query name, in bytes. Names are `[A-Za-z0-9_-]`: they become
-/// a directory name and part of a sink's transaction names.
-pub const QUERY_NAME_BYTES_MAX: usize = 48;
-
-/// The largest transaction handle a sink may return from
-/// [`TransactionalSink::pre_commit`], in bytes.
-pub const TXN_HANDLE_BYTES_MAX: usize = 4 << 10;
+pub use crate::limits::{QUERY_NAME_BYTES_MAX, TXN_HANDLE_BYTES_MAX};
 
 /// The version of the sink log's event encoding (the first byte of every
 /// record).
@@ -238,7 +232,7 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
             // preallocation (zero-filling would cost more than it saves).
             WalOptions {
                 segment_bytes: 1 << 20,
-                max_record_bytes: 64 << 10,
+                max_record_bytes: crate::limits::SINK_RECORD_BYTES_MAX,
                 preallocate: false,
                 prepare_ahead: false,
                 ..WalOptions::default()

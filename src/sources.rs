@@ -25,11 +25,7 @@ use std::collections::BTreeMap;
 /// Name of the offsets log's directory below a context's location.
 pub const SOURCES_DIR_NAME: &str = "sources";
 
-/// The most sources one batch may name.
-pub const SOURCES_PER_BATCH_MAX: usize = 4_096;
-
-/// The longest source name, in bytes.
-pub const SOURCE_NAME_BYTES_MAX: usize = 256;
+pub use crate::limits::{SOURCE_NAME_BYTES_MAX, SOURCES_PER_BATCH_MAX};
 
 /// The version of a planned batch's encoding (the first byte of a record).
 const PLAN_FORMAT_VERSION: u8 = 1;
@@ -113,7 +109,7 @@ impl OffsetLog {
             at,
             WalOptions {
                 segment_bytes: 4 << 20,
-                max_record_bytes: 4 << 20,
+                max_record_bytes: crate::limits::OFFSETS_RECORD_BYTES_MAX,
                 preallocate: false,
                 prepare_ahead: false,
                 ..WalOptions::default()
