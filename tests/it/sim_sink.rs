@@ -1,4 +1,5 @@
 //! The exactly-once sink protocol on the crash simulator: a stateful driver
+//! reading a replayable source (its ranges planned in the offsets log)
 //! commits 6 batches through [`ExactlyOnce`] into a model of an outside
 //! transactional system (its actions recorded as events, so the model's
 //! state at any crash point is the events before it: the outside system
@@ -7,7 +8,9 @@
 //! resolved, the owed batches run again; then every batch committed in the
 //! context is visible at the sink exactly once (from one transaction), no
 //! other batch is, no transaction is left pending, every batch whose
-//! commit returned is visible, and the keyed state agrees with the sink.
+//! commit returned is visible, the visible batches' source ranges tile the
+//! source from 0 (a rerun reads its planned range though the source has
+//! grown), and the keyed state holds each of their records once.
 //!
 //! Crashes during recovery are left to the real kill test
 //! (`tests/it/pg_sink.rs`, whose pauses count recovery's own commits): the
@@ -20,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use streamwal::recovery::ContextOptions;
 use streamwal::sim::{CrashHarness, Recorder};
 use streamwal::sink::{ExactlyOnce, SinkError, TransactionalSink};
+use streamwal::sources::{OffsetLog, batches_to_run};
 use streamwal::storage::Storage;
 use streamwal::{Location, StreamingContext, WalOptions};
 
@@ -141,19 +145,32 @@ fn open(storage: Arc<dyn Storage>) -> streamwal::Result<StreamingContext<()>> {
         .get_or_create(|| ())
 }
 
-/// Batch `t`: rows `t + 1` and `t + 2` counted in keyed state, committed
-/// through the sink (its rows are the batch's, so the model needs only the
-/// batch).
-fn run_batch(ctx: &StreamingContext<()>, eo: &mut ExactlyOnce<Model<'_>>, t: u64) -> bool {
+/// Batch `t`: the records of the replayable source `"s"` up to
+/// `source_end` (unless its range is planned already) counted in keyed
+/// state, committed through the sink (the model needs only the batch: its
+/// rows are its range's).
+fn run_batch(
+    ctx: &StreamingContext<()>,
+    offsets: &mut OffsetLog,
+    eo: &mut ExactlyOnce<Model<'_>>,
+    t: u64,
+    source_end: u64,
+) -> bool {
     let seen = match ctx.state::<u64, u64>("seen") {
         Ok(s) => s,
         Err(_) => return false,
     };
-    ctx.begin_batch(t).is_ok()
-        && ctx.tracker.allocate_blocks_to_batch(t).is_ok()
-        && [t + 1, t + 2].iter().all(|&r| {
-            let n = seen.get(&r).ok().flatten().unwrap_or(0);
-            seen.put(r, n + 1).is_ok()
+    if ctx.begin_batch(t).is_err() {
+        return false;
+    }
+    let Ok(ranges) = offsets.plan(t, &BTreeMap::from([("s".to_string(), source_end)])) else {
+        return false;
+    };
+    let r = ranges["s"];
+    ctx.tracker.allocate_blocks_to_batch(t).is_ok()
+        && (r.start..r.end).all(|id| {
+            let n = seen.get(&id).ok().flatten().unwrap_or(0);
+            seen.put(id, n + 1).is_ok()
         })
         && eo.commit_batch(ctx, t).is_ok()
 }
@@ -169,13 +186,10 @@ fn check(storage: Arc<dyn Storage>, events: &[Ev]) -> Result<(), String> {
         log: None,
     };
     let mut eo = ExactlyOnce::open(&ctx, "q", sink).map_err(|e| format!("sink: {e:?}"))?;
-    let owed: Vec<u64> = ctx
-        .recovered
-        .iter()
-        .flat_map(|r| r.batches.iter().map(|b| b.batch_time))
-        .collect();
-    for t in owed {
-        if !run_batch(&ctx, &mut eo, t) {
+    let mut offsets = OffsetLog::open(&ctx).map_err(|e| format!("offsets: {e:?}"))?;
+    for t in batches_to_run(&ctx, &offsets).map_err(|e| e.to_string())? {
+        // The source has grown since: a planned batch must not see it.
+        if !run_batch(&ctx, &mut offsets, &mut eo, t, t / 1_000 * 3 + 100) {
             return Err(format!("rerun of batch {t} failed"));
         }
     }
@@ -207,10 +221,17 @@ fn check(storage: Arc<dyn Storage>, events: &[Ev]) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .into_iter()
         .collect();
-    let expect: BTreeMap<u64, u64> = visible
-        .iter()
-        .flat_map(|&t| [(t + 1, 1), (t + 2, 1)])
-        .collect();
+    // The visible batches' ranges tile the source from 0, in batch order.
+    let mut expect = BTreeMap::new();
+    let mut next = 0;
+    for t in &visible {
+        let r = offsets.ranges(*t).ok_or(format!("batch {t} has no plan"))?["s"];
+        if r.start != next {
+            return Err(format!("batch {t} reads {r:?}, the last ended at {next}"));
+        }
+        next = r.end;
+        expect.extend((r.start..r.end).map(|id| (id, 1)));
+    }
     if rows != expect {
         return Err(format!("keyed state {rows:?}, the sink says {expect:?}"));
     }
@@ -232,8 +253,11 @@ fn sim_sink_each_committed_batch_is_visible_once_after_a_crash_at_every_step() {
                 let Ok(mut eo) = ExactlyOnce::open(&ctx, "q", sink) else {
                     return;
                 };
+                let Ok(mut offsets) = OffsetLog::open(&ctx) else {
+                    return;
+                };
                 for i in 1..=BATCHES {
-                    if !run_batch(&ctx, &mut eo, i * 1_000) {
+                    if !run_batch(&ctx, &mut offsets, &mut eo, i * 1_000, i * 3) {
                         return;
                     }
                     rec.record(Ev::Done(i * 1_000));
