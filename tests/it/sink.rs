@@ -278,3 +278,37 @@ fn sink_idempotent_a_batch_run_again_writes_nothing_new() {
     assert_eq!(sink.written.len(), 2);
     assert_eq!(key.to_string(), "q-1000");
 }
+
+/// The same protocol with the context (and so the sink log) on object
+/// storage: in memory, and on S3 when `.ci/run` provides it.
+#[cfg(feature = "object-store")]
+#[test]
+fn object_sink_a_crashed_driver_is_resolved_by_the_next_on_object_storage() {
+    use crate::common::objects::backends;
+    for b in backends("sink_object") {
+        let open = || {
+            StreamingContext::builder(b.location("ctx"))
+                .batch_interval_ms(1_000)
+                .now_ms(1)
+                .get_or_create(|| ())
+                .unwrap()
+        };
+        let fake = Fake::default();
+        {
+            let ctx = open();
+            let mut eo = ExactlyOnce::open(&ctx, "q", fake.clone()).unwrap();
+            write_batch(&ctx, &fake, 1_000);
+            eo.commit_batch(&ctx, 1_000).unwrap();
+            write_batch(&ctx, &fake, 2_000);
+            eo.pre_commit(&ctx, 2_000).unwrap();
+        } // dies before the decision
+        let ctx = open();
+        let mut eo = ExactlyOnce::open(&ctx, "q", fake.clone()).unwrap();
+        assert_eq!(eo.recovery().aborted, vec![2_000], "{}", b.name());
+        assert_eq!(owed(&ctx), vec![2_000], "{}", b.name());
+        write_batch(&ctx, &fake, 2_000);
+        eo.commit_batch(&ctx, 2_000).unwrap();
+        let visible: BTreeSet<u64> = fake.with(|s| s.visible.keys().copied().collect());
+        assert_eq!(visible, BTreeSet::from([1_000, 2_000]), "{}", b.name());
+    }
+}
