@@ -269,6 +269,22 @@ pub enum Error {
         /// The most `RunEach` runs ([`crate::limits::DOWNTIME_BATCHES_MAX`]).
         max: u64,
     },
+    /// An exactly-once sink ([`crate::sink`]) failed: its client's error
+    /// (a lost connection, a refused statement) is the source. The sink
+    /// method's documentation says what is committed after it.
+    #[error("sink of query {query:?} failed to {op} batch {batch_time}")]
+    Sink {
+        /// The query the sink writes for.
+        query: String,
+        /// The batch (0 when listing the sink's pending transactions).
+        batch_time: u64,
+        /// What failed: `"pre-commit"`, `"commit"`, `"abort"`, `"write"`,
+        /// `"list in-doubt"`.
+        op: &'static str,
+        /// The sink's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A storage URL that cannot be used.
     #[error("invalid storage URL {url}: {reason}")]
     InvalidUrl {

@@ -73,6 +73,8 @@ pub mod recovery;
 pub mod retention;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod sink;
+pub mod sources;
 pub mod state;
 pub mod storage;
 pub mod tracker;

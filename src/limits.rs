@@ -77,6 +77,36 @@ pub const DOWNTIME_BATCHES_MAX: u64 = 1 << 20;
 /// Default number of checkpoints kept on disk.
 pub const CHECKPOINTS_KEPT_DEFAULT: usize = 10;
 
+/// The longest query name of an exactly-once sink ([`crate::sink`]), in
+/// bytes. Names are `[A-Za-z0-9_-]`: they become a directory name and part
+/// of a sink's transaction names.
+pub const QUERY_NAME_BYTES_MAX: usize = 48;
+
+/// The largest transaction handle a [`crate::sink::TransactionalSink`] may
+/// return from its pre-commit: 4 KiB.
+pub const TXN_HANDLE_BYTES_MAX: usize = 4 << 10;
+
+/// The largest record of a sink log: 64 KiB (one event, a handle at most).
+pub const SINK_RECORD_BYTES_MAX: u32 = 64 << 10;
+
+/// The most sources one batch of the offsets log ([`crate::sources`]) names.
+pub const SOURCES_PER_BATCH_MAX: usize = 4_096;
+
+/// The longest source name, in bytes.
+pub const SOURCE_NAME_BYTES_MAX: usize = 256;
+
+/// The largest record of the offsets log: 4 MiB (one batch's ranges).
+pub const OFFSETS_RECORD_BYTES_MAX: u32 = 4 << 20;
+
+// An event with the largest handle fits a sink record (version byte, tag,
+// batch time and the handle's length prefix: under 32 bytes).
+const _: () = assert!(TXN_HANDLE_BYTES_MAX + 32 <= SINK_RECORD_BYTES_MAX as usize);
+// A plan with the most and longest names fits an offsets record (per
+// source: the name's length prefix and two varint offsets, under 32 bytes).
+const _: () = assert!(
+    SOURCES_PER_BATCH_MAX * (SOURCE_NAME_BYTES_MAX + 32) + 32 <= OFFSETS_RECORD_BYTES_MAX as usize
+);
+
 const _: () = assert!(SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES <= SEGMENT_BYTES_MIN);
 const _: () = assert!(RECORD_BYTES_DEFAULT <= RECORD_BYTES_MAX);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT >= SEGMENT_BYTES_MIN);

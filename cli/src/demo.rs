@@ -19,6 +19,8 @@ mod data;
 mod engine;
 #[path = "demo_run.rs"]
 mod parent;
+#[path = "demo_sink.rs"]
+mod txn;
 
 use parent::{Demo, Stats};
 use std::path::PathBuf;
@@ -148,6 +150,30 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     if let Some(Err(wrong)) = &verdict.running_counts {
         verdict.problems.push(wrong.clone());
     }
+    // The transactional sink: its committed files against the acknowledged
+    // records, and nothing left pre-committed.
+    let (_, committed) = txn::layout(&dir);
+    let two_pc = check::verify(&committed, sent, &demo.stats.acked);
+    let left = txn::left_prepared(&dir).map_err(|e| format!("cannot read the sink: {e}"))?;
+    verdict.exactly_once = Some(if two_pc.pass() && left == 0 {
+        Ok(format!(
+            "{} batches committed through two-phase commit, each acknowledged record once",
+            two_pc.files
+        ))
+    } else {
+        for p in &two_pc.problems {
+            verdict.problems.push(format!("transactional sink: {p}"));
+        }
+        if left > 0 {
+            verdict.problems.push(format!(
+                "transactional sink: {left} batches left pre-committed"
+            ));
+        }
+        Err(format!(
+            "{} lost / {} duplicated / {} invented, {left} left pre-committed",
+            two_pc.lost, two_pc.duplicated, two_pc.invented
+        ))
+    });
     if demo.stats.protocol_errors > 0 {
         verdict.problems.push(format!(
             "{} garbled protocol lines from the worker",

@@ -35,6 +35,9 @@ pub struct Verdict {
     /// The running counts' check: the words they hold, or what is wrong
     /// (`None`: not checked).
     pub running_counts: Option<Result<u64, String>>,
+    /// The transactional sink's check: a summary, or what is wrong (`None`:
+    /// not checked).
+    pub exactly_once: Option<Result<String, String>>,
     /// Everything wrong, one line each (at most a few of each kind).
     pub problems: Vec<String>,
 }

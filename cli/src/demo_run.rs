@@ -475,6 +475,14 @@ impl Stats {
                 },
             ),
             (
+                "exactly once",
+                match &v.exactly_once {
+                    Some(Ok(summary)) => format!("PASS ({summary})"),
+                    Some(Err(wrong)) => format!("FAIL ({wrong})"),
+                    None => "not checked".to_string(),
+                },
+            ),
+            (
                 "recovery time",
                 format!(
                     "mean {:.1} ms, max {:.1} ms (get_or_create)",

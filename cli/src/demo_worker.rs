@@ -7,8 +7,10 @@
 //! context with `get_or_create`, reruns the batches it owes, then runs a
 //! batch every second: open the batch's state, allocate, read, count words,
 //! add them to the running counts (keyed state, operator `counts`), write
-//! the batch's output file atomically, commit (state, then tracker), clean
-//! up, checkpoint.
+//! the batch's output file atomically, put the same file into the
+//! transactional sink's open transaction, commit through `ExactlyOnce`
+//! (pre-commit at the sink, journal it, commit state then tracker, commit
+//! at the sink), clean up, checkpoint.
 //!
 //! Lines on stdout (each printed only after what it reports is durable):
 //! - `open MICROS BATCHES fresh|recovered`: the context is open; recovery took
@@ -21,6 +23,7 @@
 //! - `drained`: stdin ended and every record received is in a committed batch.
 
 use super::data::{BatchOutput, INTERVAL_MS, parse_record, ranges};
+use super::txn::FileTxnSink;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -30,6 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use streamwal::checkpoint::CheckpointOptions;
 use streamwal::recovery::{ContextOptions, RunReason, StreamingContext};
+use streamwal::sink::ExactlyOnce;
 use streamwal::tracker::BlockTracker;
 use streamwal::{StateOptions, Wal, WalOptions};
 
@@ -109,6 +113,8 @@ pub fn run_worker(dir: &Path, store: Option<&str>) -> Result<(), String> {
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let mut ctx = open_context(dir, store)?;
+    let sink = FileTxnSink::open(dir).map_err(|e| format!("cannot open the sink: {e}"))?;
+    let mut eo = ExactlyOnce::open(&ctx, SINK_QUERY, sink).map_err(lib("sink recovery"))?;
     let recovered = ctx.recovered.clone();
     say(&format!(
         "open {} {} {}",
@@ -127,7 +133,7 @@ pub fn run_worker(dir: &Path, store: Option<&str>) -> Result<(), String> {
             RunReason::Downtime => "downtime",
         };
         say(&format!("replay {} {reason}", b.batch_time))?;
-        run_batch(&mut ctx, &out_dir, b.batch_time)?;
+        run_batch(&mut ctx, &mut eo, &out_dir, b.batch_time)?;
     }
     let (state, _) = ctx.tracker.snapshot().map_err(lib("tracker"))?;
     let mut next = if state.last_allocated_time > 0 {
@@ -159,13 +165,16 @@ pub fn run_worker(dir: &Path, store: Option<&str>) -> Result<(), String> {
         // Read before the allocation: once set, every block is added.
         let draining = eof.load(Ordering::SeqCst);
         say(&format!("start {next}"))?;
-        run_batch(&mut ctx, &out_dir, next)?;
+        run_batch(&mut ctx, &mut eo, &out_dir, next)?;
         next += INTERVAL_MS;
         if draining {
             return say("drained");
         }
     }
 }
+
+/// The query the transactional sink writes for.
+const SINK_QUERY: &str = "wordcount";
 
 /// The operator holding the running word counts.
 pub const COUNTS: &str = "counts";
@@ -213,7 +222,12 @@ pub fn running_counts(dir: &Path, store: Option<&str>) -> Result<BTreeMap<String
 
 /// Run the batch at `t` (idempotent: a rerun gives the same output, and
 /// the running counts take its words once, when it commits).
-fn run_batch(ctx: &mut StreamingContext<Graph>, out_dir: &Path, t: u64) -> Result<(), String> {
+fn run_batch(
+    ctx: &mut StreamingContext<Graph>,
+    eo: &mut ExactlyOnce<FileTxnSink>,
+    out_dir: &Path,
+    t: u64,
+) -> Result<(), String> {
     ctx.begin_batch(t)
         .map_err(lib("opening the batch's state"))?;
     let blocks = ctx
@@ -242,7 +256,8 @@ fn run_batch(ctx: &mut StreamingContext<Graph>, out_dir: &Path, t: u64) -> Resul
     output
         .write_atomically(out_dir)
         .map_err(|e| format!("cannot write the output of batch {t}: {e}"))?;
-    ctx.commit_batch(t).map_err(lib("commit"))?;
+    eo.sink().begin(t, output.render());
+    eo.commit_batch(ctx, t).map_err(lib("commit"))?;
     // Every batch before `t` is committed: forget them and free their blocks.
     ctx.tracker.cleanup(t).map_err(lib("cleanup"))?;
     ctx.cleanup_covered().map_err(lib("cleanup_covered"))?;

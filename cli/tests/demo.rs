@@ -33,6 +33,8 @@ fn demo_survives_three_kills_with_exactly_once_output() {
     // The running counts in keyed state, read back by a recovered context,
     // hold every counted record's words exactly once.
     assert!(row("running counts").starts_with("PASS"), "{context}");
+    // The transactional sink, driven through streamwal::sink::ExactlyOnce.
+    assert!(row("exactly once").starts_with("PASS"), "{context}");
     let acked: u64 = row("records acknowledged").parse().unwrap();
     assert!(acked > 0, "{context}");
     // Every batch's output is a file in the sink.

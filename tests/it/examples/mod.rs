@@ -1,4 +1,4 @@
-//! The examples do what the README says: `dedup_buckets` survives `kill -9` with every input record in its directory sink exactly once and the bucket rule holding, its HTTP sink delivers every bucket to a local server, and `network_word_count` counts the words a local TCP source sends (and, tailing a file, loses nothing across a kill).
+//! The examples do what the README says: `dedup_buckets` survives `kill -9` with every input record in its directory sink exactly once and the bucket rule holding, its HTTP sink delivers every bucket to a local server, `network_word_count` counts the words a local TCP source sends (and, tailing a file, loses nothing across a kill), and `pg_sink` writes each record of its file into PostgreSQL exactly once across a kill.
 //!
 //! Each example runs in a child process: this test binary compiles the
 //! example files in as modules and re-executes itself to run one example's
@@ -6,6 +6,7 @@
 //! synchronized by reading their output lines, never by sleeping.
 
 mod dedup;
+mod pg;
 mod word_count;
 
 use crate::common::rng::{Rng, seed_from_env};
@@ -35,6 +36,9 @@ mod dedup_buckets;
 #[allow(dead_code)]
 #[path = "../../../examples/network_word_count.rs"]
 mod network_word_count;
+#[allow(dead_code)]
+#[path = "../../../examples/pg_sink.rs"]
+mod pg_sink;
 
 /// The example's `main`, run only when a test re-executes this binary.
 #[test]
@@ -50,6 +54,7 @@ fn example_child_main() {
     let code = match name.as_str() {
         "dedup_buckets" => dedup_buckets::real_main(argv),
         "network_word_count" => network_word_count::real_main(argv),
+        "pg_sink" => pg_sink::real_main(argv),
         other => panic!("no example {other}"),
     };
     let _ = std::io::stdout().flush();
