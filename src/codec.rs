@@ -10,8 +10,8 @@
 
 use crate::error::{Error, Result};
 use crate::limits::DECODE_BYTES_MAX;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<{ DECODE_BYTES_MAX }>()
@@ -42,41 +42,60 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
 
 /// Decode a `T` that must fill `bytes` exactly. `what` names it in errors.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
-    if bytes.len() > DECODE_BYTES_MAX {
-        return Err(Error::TooLarge {
-            size: bytes.len() as u64,
-            max: DECODE_BYTES_MAX as u64,
-        });
-    }
-    // bincode's limit is a type parameter: pick the smallest tier that is at
-    // least 64 times the input, so a lying length in a few bytes cannot claim
-    // a gigabyte.
-    macro_rules! decode_limited {
-        ($limit:expr) => {
-            bincode::serde::decode_from_slice(
-                bytes,
-                bincode::config::standard().with_limit::<{ $limit }>(),
-            )
-        };
-    }
-    let result = match bytes.len() {
-        n if n <= 16 << 10 => decode_limited!(1 << 20),
-        n if n <= 256 << 10 => decode_limited!(16 << 20),
-        n if n <= 4 << 20 => decode_limited!(256 << 20),
-        _ => decode_limited!(DECODE_BYTES_MAX),
-    };
-    let (value, used) = result.map_err(|e| Error::Decode {
-        what,
-        source: Box::new(e),
-    })?;
-    if used != bytes.len() {
-        return Err(Error::Decode {
-            what,
-            source: "trailing bytes after the encoded value".into(),
-        });
-    }
-    Ok(value)
+    decode_with!(bytes, what, decode_from_slice)
 }
+
+/// [`decode`] for a `T` that borrows from `bytes` (byte strings as
+/// `&[u8]`: no copy, no allocation per field).
+pub(crate) fn decode_borrowed<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    what: &'static str,
+) -> Result<T> {
+    decode_with!(bytes, what, borrow_decode_from_slice)
+}
+
+/// The body of [`decode`] and [`decode_borrowed`], which differ only in
+/// bincode's function.
+macro_rules! decode_with {
+    ($bytes:expr, $what:expr, $decode:ident) => {{
+        let (bytes, what): (&[u8], &'static str) = ($bytes, $what);
+        if bytes.len() > DECODE_BYTES_MAX {
+            return Err(Error::TooLarge {
+                size: bytes.len() as u64,
+                max: DECODE_BYTES_MAX as u64,
+            });
+        }
+        // bincode's limit is a type parameter: pick the smallest tier that
+        // is at least 64 times the input, so a lying length in a few bytes
+        // cannot claim a gigabyte.
+        macro_rules! decode_limited {
+            ($limit:expr) => {
+                bincode::serde::$decode(
+                    bytes,
+                    bincode::config::standard().with_limit::<{ $limit }>(),
+                )
+            };
+        }
+        let result = match bytes.len() {
+            n if n <= 16 << 10 => decode_limited!(1 << 20),
+            n if n <= 256 << 10 => decode_limited!(16 << 20),
+            n if n <= 4 << 20 => decode_limited!(256 << 20),
+            _ => decode_limited!(DECODE_BYTES_MAX),
+        };
+        let (value, used) = result.map_err(|e| Error::Decode {
+            what,
+            source: Box::new(e),
+        })?;
+        if used != bytes.len() {
+            return Err(Error::Decode {
+                what,
+                source: "trailing bytes after the encoded value".into(),
+            });
+        }
+        Ok(value)
+    }};
+}
+use decode_with;
 
 /// A borrowed byte string that serializes as one (`serialize_bytes`): the
 /// same bytes bincode writes for a `Vec<u8>` (a length, then the bytes), but

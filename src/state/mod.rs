@@ -51,6 +51,7 @@
 //! is safe; docs/FORMAT.md the bytes.
 
 mod operator;
+mod packed;
 pub(crate) mod record;
 mod recover;
 mod store;

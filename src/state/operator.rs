@@ -9,7 +9,8 @@
 //! index, so that a batch boundary finds the keys that time out without
 //! scanning the map.
 
-use super::record::{EncodeEach, RawEntry, Visit};
+use super::packed::Packed;
+use super::record::{EncodeEach, Visit};
 use crate::codec;
 use crate::error::{Error, Result};
 use imbl::OrdMap;
@@ -303,18 +304,25 @@ impl<K: Ord + Clone + Send + Sync, V: Clone + Send + Sync> Frozen for FrozenMap<
 /// What recovery read for an operator: its entries sorted by key bytes,
 /// each key once.
 pub(crate) struct RecoveredEntries {
-    pub(crate) entries: Vec<RawEntry>,
+    pub(crate) entries: Packed,
     /// The earliest expiry among them.
     pub(crate) first_expiry: Option<u64>,
 }
 
 impl RecoveredEntries {
-    pub(crate) fn new(entries: Vec<RawEntry>) -> Self {
-        let first_expiry = entries.iter().filter_map(|e| e.slot.expires_at).min();
+    pub(crate) fn new(entries: Packed) -> Self {
         RecoveredEntries {
+            first_expiry: entries.first_expiry(),
             entries,
-            first_expiry,
         }
+    }
+
+    /// Every entry, in key-byte order: key, value, expiry.
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], Option<u64>)> {
+        (0..self.entries.len()).filter_map(|i| {
+            let (key, slot) = self.entries.get(i);
+            slot.map(|(value, at)| (key, value, at))
+        })
     }
 }
 
@@ -323,12 +331,7 @@ impl EncodeEach for Arc<RecoveredEntries> {
         self.entries.len()
     }
     fn each(&self, f: &mut Visit<'_>) -> Result<()> {
-        for e in &self.entries {
-            if !f(&e.key, Some((&e.slot.value, e.slot.expires_at))) {
-                break;
-            }
-        }
-        Ok(())
+        self.entries.each(f)
     }
 }
 
@@ -346,7 +349,7 @@ pub(crate) enum Raw {
 
 impl Default for Raw {
     fn default() -> Self {
-        Raw::Recovered(Arc::new(RecoveredEntries::new(Vec::new())))
+        Raw::Recovered(Arc::new(RecoveredEntries::new(Packed::default())))
     }
 }
 
@@ -371,14 +374,9 @@ impl Operator for Raw {
             if r.first_expiry.is_none_or(|at| at > batch_time) {
                 return Ok(());
             }
-            let taken = std::mem::replace(r, Arc::new(RecoveredEntries::new(Vec::new())));
-            let entries = match Arc::try_unwrap(taken) {
-                Ok(owned) => owned.entries,
-                Err(shared) => shared.entries.clone(),
-            };
-            let sorted = entries
-                .into_iter()
-                .map(|e| (e.key, e.slot.value, e.slot.expires_at))
+            let sorted = r
+                .iter()
+                .map(|(k, v, at)| (k.to_vec(), v.to_vec(), at))
                 .collect();
             *self = Raw::Live(Versioned::from_sorted(sorted));
         }
@@ -467,15 +465,14 @@ impl<K: StateKey, V: StateValue> Typed<K, V> {
             operator: name.to_string(),
             source,
         };
-        let key = |b: &Vec<u8>| codec::decode::<K>(b, "state key").map_err(|e| bad(Box::new(e)));
-        let value =
-            |b: &Vec<u8>| codec::decode::<V>(b, "state value").map_err(|e| bad(Box::new(e)));
+        let key = |b: &[u8]| codec::decode::<K>(b, "state key").map_err(|e| bad(Box::new(e)));
+        let value = |b: &[u8]| codec::decode::<V>(b, "state value").map_err(|e| bad(Box::new(e)));
         let state = match raw {
-            Raw::Live(v) => v.convert(key, value)?,
+            Raw::Live(v) => v.convert(|k| key(k), |v| value(v))?,
             Raw::Recovered(r) => {
                 let mut decoded = Vec::with_capacity(r.entries.len());
-                for e in &r.entries {
-                    decoded.push((key(&e.key)?, value(&e.slot.value)?, e.slot.expires_at));
+                for (k, v, at) in r.iter() {
+                    decoded.push((key(k)?, value(v)?, at));
                 }
                 // Byte order is the key order for some encodings (fixed-size
                 // byte arrays, strings) and not for others (integers).

@@ -211,6 +211,55 @@ pub fn decode_delta(file: &Path, bytes: &[u8]) -> Result<StateDelta> {
     Ok(delta)
 }
 
+/// [`RawSlot`], borrowed from the record it is decoded from.
+#[derive(Deserialize)]
+pub(crate) struct SlotRef<'a> {
+    #[serde(borrow)]
+    pub(crate) value: &'a [u8],
+    pub(crate) expires_at: Option<u64>,
+}
+
+impl<'a> SlotRef<'a> {
+    pub(crate) fn view(&self) -> (&'a [u8], Option<u64>) {
+        (self.value, self.expires_at)
+    }
+}
+
+/// [`RawChange`], borrowed.
+pub(crate) type ChangeRef<'a> = (&'a [u8], Option<SlotRef<'a>>);
+
+/// [`RawEntry`], borrowed.
+pub(crate) type EntryRef<'a> = (&'a [u8], SlotRef<'a>);
+
+/// [`StateDelta`], borrowed: recovery decodes a million changes without
+/// an allocation each.
+#[derive(Deserialize)]
+pub(crate) struct DeltaRef<'a> {
+    pub(crate) format: u32,
+    pub(crate) state_id: u64,
+    pub(crate) batch_time: u64,
+    #[serde(borrow)]
+    pub(crate) operators: Vec<(&'a str, Vec<ChangeRef<'a>>)>,
+}
+
+/// [`SnapshotBody`], borrowed.
+#[derive(Deserialize)]
+pub(crate) struct SnapshotRef<'a> {
+    pub(crate) format: u32,
+    pub(crate) state_id: u64,
+    pub(crate) batch_time: u64,
+    pub(crate) log_lsn: u64,
+    #[serde(borrow)]
+    pub(crate) operators: Vec<(&'a str, Vec<EntryRef<'a>>)>,
+}
+
+/// [`decode_delta`], borrowed.
+pub(crate) fn decode_delta_ref<'a>(file: &Path, bytes: &'a [u8]) -> Result<DeltaRef<'a>> {
+    let delta: DeltaRef<'a> = codec::decode_borrowed(bytes, "state delta")?;
+    check_format(file, delta.format)?;
+    Ok(delta)
+}
+
 /// Refuse a body written by a newer format than this build reads.
 pub(crate) fn check_format(file: &Path, format: u32) -> Result<()> {
     if format > STATE_FORMAT_VERSION || format == 0 {

@@ -11,11 +11,12 @@
 
 use super::StateReport;
 use super::operator::{Raw, RecoveredEntries};
-use super::record::{self, RawChange, RawEntry, SnapshotBody};
-use crate::checkpoint::CheckpointStore;
+use super::packed::Packed;
+use super::record::{self, SnapshotRef};
+use crate::checkpoint::{CheckpointStore, GraphEncoding};
+use crate::codec;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::wal::Wal;
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -36,58 +37,54 @@ pub(super) struct Recovered {
 /// One operator being rebuilt.
 #[derive(Default)]
 struct Building {
-    /// Sorted by key, each key once.
-    entries: Vec<RawEntry>,
+    /// Sorted by key, each key once, every one present.
+    entries: Packed,
     /// Changes not folded in yet, in log order.
-    changes: Vec<RawChange>,
+    changes: Packed,
 }
 
 impl Building {
-    fn push(&mut self, changes: Vec<RawChange>) {
-        self.changes.extend(changes);
+    fn folded_if_due(&mut self) {
         if self.changes.len() >= FOLD_CHANGES_MIN.max(self.entries.len()) {
             self.fold();
         }
     }
 
-    /// Merge the pending changes into the entries.
+    /// Merge the pending changes into the entries: the last change of each
+    /// key wins, a removal drops it.
     fn fold(&mut self) {
         if self.changes.is_empty() {
             return;
         }
-        let mut changes = std::mem::take(&mut self.changes);
-        // Sort positions, not the changes: comparisons mostly read the
-        // keys' first bytes from the array instead of chasing each key's
-        // heap copy, and no change moves. Ties on position keep log order,
-        // so of a key's changes the last in the log stays last.
-        let mut order: Vec<(u64, usize)> = changes
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (key_prefix(&c.key), i))
-            .collect();
-        order.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| changes[a.1].key.cmp(&changes[b.1].key))
-                .then(a.1.cmp(&b.1))
-        });
+        let changes = std::mem::take(&mut self.changes);
         let entries = std::mem::take(&mut self.entries);
-        let mut out = Vec::with_capacity(entries.len() + changes.len());
-        let mut entries = entries.into_iter().peekable();
-        for (n, &(_, i)) in order.iter().enumerate() {
-            let later = order.get(n + 1).map(|&(_, j)| j);
-            if later.is_some_and(|j| changes[j].key == changes[i].key) {
+        let order = changes.sorted_order();
+        let mut out = Packed::with_capacity(
+            entries.len() + changes.len(),
+            entries.byte_len() + changes.byte_len(),
+        );
+        let mut next = 0; // the next entry not yet copied or replaced
+        for (n, &i) in order.iter().enumerate() {
+            let key = changes.key(i);
+            if order.get(n + 1).is_some_and(|&j| changes.key(j) == key) {
                 continue; // a later change of the same key wins
             }
-            let key = std::mem::take(&mut changes[i].key);
-            while let Some(e) = entries.next_if(|e| e.key < key) {
-                out.push(e);
+            while next < entries.len() && entries.key(next) < key {
+                let (k, slot) = entries.get(next);
+                out.push(k, slot);
+                next += 1;
             }
-            entries.next_if(|e| e.key == key); // replaced or removed
-            if let Some(slot) = changes[i].slot.take() {
-                out.push(RawEntry { key, slot });
+            if next < entries.len() && entries.key(next) == key {
+                next += 1; // replaced or removed
+            }
+            if let Some(slot) = changes.slot(i) {
+                out.push(key, Some(slot));
             }
         }
-        out.extend(entries);
+        for e in next..entries.len() {
+            let (k, slot) = entries.get(e);
+            out.push(k, slot);
+        }
         self.entries = out;
     }
 
@@ -97,6 +94,66 @@ impl Building {
     }
 }
 
+/// A snapshot as recovery keeps it: per operator, its entries packed in
+/// key-byte order.
+struct PackedSnapshot {
+    state_id: u64,
+    batch_time: u64,
+    log_lsn: u64,
+    operators: Vec<(String, Packed)>,
+}
+
+/// Decode and check a snapshot's body; an error makes recovery skip the
+/// snapshot (and report it) for an older one and more deltas.
+fn decode_snapshot(
+    path: &Path,
+    encoding: GraphEncoding,
+    ckpt: &crate::checkpoint::Checkpoint<Vec<u8>>,
+) -> Result<PackedSnapshot> {
+    let bad = |why| Error::corruption(path, 0, CorruptionKind::BadHeader(why));
+    if encoding != GraphEncoding::Bincode {
+        return Err(bad("a state snapshot's body is not bincode"));
+    }
+    record::check_format(path, ckpt.graph_version)?;
+    let body: SnapshotRef<'_> = codec::decode_borrowed(&ckpt.graph, "state snapshot")?;
+    record::check_format(path, body.format)?;
+    if body.batch_time != ckpt.batch_time || body.log_lsn != ckpt.journal_lsn {
+        return Err(bad("snapshot body and header disagree"));
+    }
+    let mut operators = Vec::with_capacity(body.operators.len());
+    for (name, entries) in body.operators {
+        let bytes = entries.iter().map(|(k, s)| k.len() + s.value.len()).sum();
+        let mut packed = Packed::with_capacity(entries.len(), bytes);
+        for (key, slot) in &entries {
+            packed.push(key, Some(slot.view()));
+        }
+        // The entries are in the operator's key order, which is the byte
+        // order only for some key types.
+        if !packed.is_strictly_sorted() {
+            let mut sorted = Packed::with_capacity(packed.len(), packed.byte_len());
+            let order = packed.sorted_order();
+            for (n, &i) in order.iter().enumerate() {
+                if order
+                    .get(n + 1)
+                    .is_some_and(|&j| packed.key(j) == packed.key(i))
+                {
+                    return Err(bad("a state snapshot holds a key twice"));
+                }
+                let (k, slot) = packed.get(i);
+                sorted.push(k, slot);
+            }
+            packed = sorted;
+        }
+        operators.push((name.to_string(), packed));
+    }
+    Ok(PackedSnapshot {
+        state_id: body.state_id,
+        batch_time: body.batch_time,
+        log_lsn: body.log_lsn,
+        operators,
+    })
+}
+
 /// Recover from `snapshots` and `log`, filling in `report`'s snapshot and
 /// delta fields.
 pub(super) fn recover(
@@ -104,37 +161,39 @@ pub(super) fn recover(
     snapshots: &CheckpointStore,
     report: &mut StateReport,
 ) -> Result<Recovered> {
-    let latest = snapshots.latest::<SnapshotBody>()?;
+    let latest = snapshots
+        .latest_by(|path, header, raw| decode_snapshot(path, header.graph_encoding, raw))?;
     report.snapshots_skipped = latest.skipped;
     let mut building: BTreeMap<String, Building> = BTreeMap::new();
     let (mut state_id, mut version, mut last_lsn) = (None, None, 0);
     if let Some((path, ckpt)) = latest.checkpoint {
         let body = ckpt.graph;
-        record::check_format(&path, ckpt.graph_version)?;
-        record::check_format(&path, body.format)?;
-        if body.batch_time != ckpt.batch_time || body.log_lsn != ckpt.journal_lsn {
-            return Err(Error::corruption(
-                &path,
-                0,
-                CorruptionKind::BadHeader("snapshot body and header disagree"),
-            ));
-        }
         for (name, entries) in body.operators {
-            let entries = sorted_entries(&path, entries)?;
             let op = building.entry(name).or_default();
             if op.entries.is_empty() {
                 op.entries = entries;
             } else {
-                // The same operator listed twice: keep both, as a replay
-                // in order would.
-                op.push(entries.into_iter().map(RawChange::from).collect());
+                // The same operator listed twice: the later list wins, as a
+                // replay in order would have it.
+                for i in 0..entries.len() {
+                    let (k, slot) = entries.get(i);
+                    op.changes.push(k, slot);
+                }
+                op.fold();
             }
         }
         report.snapshot_used = Some((path, body.batch_time));
         (state_id, version, last_lsn) = (Some(body.state_id), Some(body.batch_time), body.log_lsn);
     }
     let log_path = log.location().display_path();
-    check_log_covers(log, &log_path, last_lsn)?;
+    if let Err(e) = check_log_covers(log, &log_path, last_lsn) {
+        // With newer snapshots skipped, the reason one was skipped is the
+        // cause to report, not the log that does not reach back far enough.
+        if report.snapshot_used.is_none() && !report.snapshots_skipped.is_empty() {
+            return Err(report.snapshots_skipped.remove(0).reason);
+        }
+        return Err(e);
+    }
     for item in log.iter_from(last_lsn + 1) {
         let (handle, payload) = item?;
         // Errors about one delta name its segment and offset (on object
@@ -144,7 +203,7 @@ pub(super) fn recover(
             None => log_path.clone(),
         };
         let bad = |why| Error::corruption(&file, handle.offset(), CorruptionKind::BadHeader(why));
-        let delta = record::decode_delta(&file, &payload)?;
+        let delta = record::decode_delta_ref(&file, &payload)?;
         if *state_id.get_or_insert(delta.state_id) != delta.state_id {
             return Err(bad(
                 "a state delta belongs to another context (its state id differs)",
@@ -154,7 +213,14 @@ pub(super) fn recover(
             return Err(bad("state deltas are out of batch order"));
         }
         for (name, changes) in delta.operators {
-            building.entry(name).or_default().push(changes);
+            let op = match building.get_mut(name) {
+                Some(op) => op,
+                None => building.entry(name.to_string()).or_default(),
+            };
+            for (key, slot) in &changes {
+                op.changes.push(key, slot.as_ref().map(|s| s.view()));
+            }
+            op.folded_if_due();
         }
         version = Some(delta.batch_time);
         last_lsn = handle.lsn();
@@ -169,45 +235,6 @@ pub(super) fn recover(
         version,
         last_lsn,
     })
-}
-
-/// A key's first 8 bytes (zero-padded) as a big-endian number: where two
-/// differ, they order the keys as the bytes do.
-fn key_prefix(key: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = key.len().min(8);
-    b[..n].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(b)
-}
-
-impl From<RawEntry> for RawChange {
-    fn from(e: RawEntry) -> Self {
-        RawChange {
-            key: e.key,
-            slot: Some(e.slot),
-        }
-    }
-}
-
-/// A snapshot's entries of one operator sorted by key bytes (they are in
-/// the operator's key order, which is the byte order only for some key
-/// types). A key listed twice is a damaged snapshot.
-fn sorted_entries(path: &Path, mut entries: Vec<RawEntry>) -> Result<Vec<RawEntry>> {
-    if entries.is_sorted_by(|a, b| a.key < b.key) {
-        return Ok(entries);
-    }
-    entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-    if entries
-        .windows(2)
-        .any(|w| w[0].key.cmp(&w[1].key) == Ordering::Equal)
-    {
-        return Err(Error::corruption(
-            path,
-            0,
-            CorruptionKind::BadHeader("a state snapshot holds a key twice"),
-        ));
-    }
-    Ok(entries)
 }
 
 /// The log must hold every record after `covered` (the snapshot's LSN):
@@ -241,17 +268,6 @@ fn check_log_covers(log: &Wal, log_path: &Path, covered: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::record::RawSlot;
-
-    fn change(key: u8, value: Option<u8>) -> RawChange {
-        RawChange {
-            key: vec![key],
-            slot: value.map(|v| RawSlot {
-                value: vec![v],
-                expires_at: None,
-            }),
-        }
-    }
 
     /// Folding in bulk gives what applying each change in order to a
     /// `BTreeMap` gives.
@@ -261,33 +277,29 @@ mod tests {
         let mut b = Building::default();
         let mut x: u32 = 12345;
         for round in 0..40 {
-            let mut batch = Vec::new();
             for _ in 0..(round % 7 + 1) * 5 {
                 x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
                 let key = (x >> 16) as u8 % 31;
-                let value = if x.is_multiple_of(5) {
-                    None
-                } else {
-                    Some((x >> 8) as u8)
-                };
+                let value = (!x.is_multiple_of(5)).then_some((x >> 8) as u8);
                 match value {
                     Some(v) => model.insert(key, v),
                     None => model.remove(&key),
                 };
-                batch.push(change(key, value));
+                let v = value.map(|v| [v]);
+                b.changes.push(&[key], v.as_ref().map(|v| (&v[..], None)));
             }
-            b.push(batch);
             if round % 9 == 0 {
                 b.fold();
             }
         }
         b.fold();
-        let got: BTreeMap<u8, u8> = b
-            .entries
-            .iter()
-            .map(|e| (e.key[0], e.slot.value[0]))
+        let got: BTreeMap<u8, u8> = (0..b.entries.len())
+            .map(|i| {
+                let (k, slot) = b.entries.get(i);
+                (k[0], slot.expect("present").0[0])
+            })
             .collect();
         assert_eq!(got, model);
-        assert!(b.entries.is_sorted_by(|a, b| a.key < b.key));
+        assert!(b.entries.is_strictly_sorted());
     }
 }
