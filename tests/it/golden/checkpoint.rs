@@ -117,7 +117,11 @@ fn the_format_2_checkpoint_decodes_field_by_field() {
     let bytes = golden(V2_FILE);
     assert_eq!(bytes.len(), 206);
     assert_eq!(bytes[..8], *b"STRMCKPT");
-    assert_eq!((le32(&bytes, 8), le32(&bytes, 12)), (2, 64), "version, header size");
+    assert_eq!(
+        (le32(&bytes, 8), le32(&bytes, 12)),
+        (2, 64),
+        "version, header size"
+    );
     assert_eq!(bytes[56..60], [0; 4], "reserved");
     assert_eq!(le32(&bytes, 60), 0x4474_f6ba, "header_crc");
     assert_eq!(
@@ -144,7 +148,11 @@ fn the_format_1_checkpoint_decodes_field_by_field() {
     let bytes = golden(V1_FILE);
     assert_eq!(bytes.len(), 167);
     assert_eq!(bytes[..8], *b"STRMCKPT");
-    assert_eq!((le32(&bytes, 8), le32(&bytes, 12)), (1, 48), "version, header size");
+    assert_eq!(
+        (le32(&bytes, 8), le32(&bytes, 12)),
+        (1, 48),
+        "version, header size"
+    );
     assert_eq!(le32(&bytes, 44), 0x34e5_77e3, "header_crc");
     assert_eq!(
         CheckpointHeader::decode(&bytes),
@@ -170,7 +178,11 @@ fn the_format_2_state_snapshot_decodes_field_by_field() {
     let bytes = golden(SNAPSHOT);
     assert_eq!(bytes.len(), 116);
     assert_eq!(bytes[..8], *b"STRMCKPT");
-    assert_eq!((le32(&bytes, 8), le32(&bytes, 12)), (2, 64), "version, header size");
+    assert_eq!(
+        (le32(&bytes, 8), le32(&bytes, 12)),
+        (2, 64),
+        "version, header size"
+    );
     assert_eq!(bytes[56..60], [0; 4], "reserved");
     assert_eq!(le32(&bytes, 60), 0x074e_645d, "header_crc");
     assert_eq!(
@@ -244,7 +256,10 @@ fn check_recovers(dir: &Path) {
     assert_eq!(blocks(&rec.unallocated), BTreeMap::from([(1, vec![DELTA])]));
     assert_eq!(rec.committed, [1_000].into());
     assert_eq!(rec.state_version, Some(1_000));
-    assert_eq!(rec.source_offsets.get("topic/0").map(String::as_str), Some("42"));
+    assert_eq!(
+        rec.source_offsets.get("topic/0").map(String::as_str),
+        Some("42")
+    );
     let data = ctx
         .read_batch(rec.batches[0].blocks.as_ref().unwrap())
         .unwrap();
