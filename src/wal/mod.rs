@@ -14,12 +14,13 @@ pub(crate) mod backend;
 mod commit;
 mod files;
 // The segment codec: public only with the `internals` feature (the CLI,
-// the fuzz targets and the tests use it; an engine has no need).
+// the fuzz targets and the tests use it; an engine has no need). Without it
+// the crate's own modules (the object-storage log among them) still use it.
 #[cfg(feature = "internals")]
 pub mod format;
 #[cfg(not(feature = "internals"))]
 #[allow(dead_code)]
-mod format;
+pub(crate) mod format;
 mod inspect;
 mod iter;
 mod log;

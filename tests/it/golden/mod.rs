@@ -1,6 +1,8 @@
-//! Golden files: `tests/data/` holds small files written by format version 1 of each on-disk format (receiver-log segments, journal events, keyed-state deltas and a snapshot, object-storage fences, seals, log objects and floors); each test decodes the committed files and checks every field against values written out literally, and opens a copy with the public API, so a change that can no longer read them fails. docs/FORMAT.md ("Compatibility") states the promise.
+//! Golden files: `tests/data/` holds small files written by format version 1 of each on-disk format (receiver-log segments, journal events, keyed-state deltas and a snapshot, object-storage fences, seals, log objects and floors), and `checkpoint/` a whole context with a checkpoint of format 2 (CBOR graph) and its keyed-state snapshot, plus the same checkpoint as format 1 wrote it; each test decodes the committed files and checks every field against values written out literally, and opens a copy with the public API, so a change that can no longer read them fails. docs/FORMAT.md ("Compatibility") states the promise.
 
+mod checkpoint;
 mod generate;
+mod generate_checkpoint;
 mod journal;
 #[cfg(feature = "object-store")]
 mod object;
