@@ -17,7 +17,7 @@ use imbl::OrdMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::any::Any;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// What the store needs of an operator, whatever its key and value types.
@@ -53,6 +53,18 @@ pub(crate) struct Slot<V> {
     /// The generation of the batch that wrote it: equal to the map's
     /// current one iff the open batch did.
     written_in: u64,
+    /// If the open batch wrote it: its entry in the undo log.
+    touch: usize,
+}
+
+/// A key the open batch touched: the slot it had before, and its value
+/// and expiry now (`None`: removed), kept here so that the delta is
+/// encoded without looking each key up again in a large map.
+#[derive(Clone)]
+struct Touched<K, V> {
+    key: K,
+    before: Option<Slot<V>>,
+    now: Option<(V, Option<u64>)>,
 }
 
 /// A map with an undo log and an expiry index; the one implementation
@@ -61,12 +73,11 @@ pub(crate) struct Slot<V> {
 pub(crate) struct Versioned<K: Ord + Clone, V: Clone> {
     map: OrdMap<K, Slot<V>>,
     expiry: BTreeSet<(u64, K)>,
-    /// Keys the open batch touched, each once, in the order it first did,
-    /// with the slot each had before.
-    undo: Vec<(K, Option<Slot<V>>)>,
-    /// Keys the open batch removed (the map no longer says whether the
-    /// batch touched them).
-    removed: BTreeSet<K>,
+    /// Keys the open batch touched, each once, in the order it first did.
+    undo: Vec<Touched<K, V>>,
+    /// Keys the open batch removed, with their undo entries (the map no
+    /// longer says whether the batch touched them).
+    removed: BTreeMap<K, usize>,
     /// The open batch's generation; slots recovery loads carry 0.
     generation: u64,
 }
@@ -77,7 +88,7 @@ impl<K: Ord + Clone, V: Clone> Default for Versioned<K, V> {
             map: OrdMap::new(),
             expiry: BTreeSet::new(),
             undo: Vec::new(),
-            removed: BTreeSet::new(),
+            removed: BTreeMap::new(),
             generation: 1,
         }
     }
@@ -98,6 +109,7 @@ impl<K: Ord + Clone, V: Clone> Versioned<K, V> {
                     value,
                     expires_at,
                     written_in: 0,
+                    touch: 0,
                 };
                 (k, slot)
             })
@@ -116,25 +128,45 @@ impl<K: Ord + Clone, V: Clone> Versioned<K, V> {
     /// Set `key` to `value` expiring at `expires_at` (`None` removes it) as
     /// a change of the open batch; the slot it had.
     pub(crate) fn set(&mut self, key: K, value: Option<(V, Option<u64>)>) -> Option<Slot<V>> {
-        let removing = value.is_none();
-        let slot = value.map(|(value, expires_at)| Slot {
+        if value.is_none() && !self.map.contains_key(&key) {
+            return None; // removing a key that is not there changes nothing
+        }
+        // Where the key's undo entry is if this is its first touch; fixed
+        // below if it is not.
+        let next = self.undo.len();
+        let slot = value.clone().map(|(value, expires_at)| Slot {
             value,
             expires_at,
             written_in: self.generation,
+            touch: next,
         });
-        if removing && !self.map.contains_key(&key) {
-            return None; // removing a key that is not there changes nothing
-        }
         let old = self.raw_set(key.clone(), slot);
-        let first_touch = match &old {
-            Some(s) => s.written_in != self.generation,
-            None => !self.removed.contains(&key),
+        let touched = match &old {
+            Some(s) if s.written_in == self.generation => Some(s.touch),
+            Some(_) => None,
+            None => self.removed.get(&key).copied(),
         };
-        if removing {
-            self.removed.insert(key.clone());
-        }
-        if first_touch {
-            self.undo.push((key, old.clone()));
+        let at = match touched {
+            Some(at) => {
+                if value.is_some()
+                    && let Some(s) = self.map.get_mut(&key)
+                {
+                    s.touch = at;
+                }
+                self.undo[at].now = value;
+                at
+            }
+            None => {
+                self.undo.push(Touched {
+                    key: key.clone(),
+                    before: old.clone(),
+                    now: value,
+                });
+                next
+            }
+        };
+        if self.undo[at].now.is_none() {
+            self.removed.insert(key, at);
         }
         old
     }
@@ -176,8 +208,8 @@ impl<K: Ord + Clone, V: Clone> Versioned<K, V> {
     }
 
     pub(crate) fn undo(&mut self) {
-        while let Some((key, old)) = self.undo.pop() {
-            self.raw_set(key, old);
+        while let Some(t) = self.undo.pop() {
+            self.raw_set(t.key, t.before);
         }
         self.removed.clear();
         self.generation += 1;
@@ -202,6 +234,7 @@ impl<K: Ord + Clone, V: Clone> Versioned<K, V> {
                 value: value(&s.value)?,
                 expires_at: s.expires_at,
                 written_in: s.written_in,
+                touch: s.touch,
             })
         };
         let mut out = Versioned {
@@ -215,12 +248,18 @@ impl<K: Ord + Clone, V: Clone> Versioned<K, V> {
             }
             out.map.insert(k, slot(s)?);
         }
-        for (k, old) in &self.undo {
-            out.undo
-                .push((key(k)?, old.as_ref().map(slot).transpose()?));
+        for t in &self.undo {
+            out.undo.push(Touched {
+                key: key(&t.key)?,
+                before: t.before.as_ref().map(slot).transpose()?,
+                now: match &t.now {
+                    Some((v, at)) => Some((value(v)?, *at)),
+                    None => None,
+                },
+            });
         }
-        for k in &self.removed {
-            out.removed.insert(key(k)?);
+        for (k, at) in &self.removed {
+            out.removed.insert(key(k)?, *at);
         }
         Ok(out)
     }
@@ -240,7 +279,7 @@ fn encode_value<V: Serialize>(v: &V, out: &mut Vec<u8>) -> Result<()> {
 /// Feed one slot to an [`EncodeEach`] callback, encoding into the scratch
 /// buffers (which keep their allocations from key to key).
 fn feed<K, V>(
-    (key, slot): (&K, Option<&Slot<V>>),
+    (key, slot): (&K, Option<(&V, Option<u64>)>),
     enc: (EncodeFn<K>, EncodeFn<V>),
     bufs: &mut (Vec<u8>, Vec<u8>),
     f: &mut Visit<'_>,
@@ -248,10 +287,10 @@ fn feed<K, V>(
     bufs.0.clear();
     enc.0(key, &mut bufs.0)?;
     Ok(match slot {
-        Some(s) => {
+        Some((value, expires_at)) => {
             bufs.1.clear();
-            enc.1(&s.value, &mut bufs.1)?;
-            f(&bufs.0, Some((&bufs.1, s.expires_at)))
+            enc.1(value, &mut bufs.1)?;
+            f(&bufs.0, Some((&bufs.1, expires_at)))
         }
         None => f(&bufs.0, None),
     })
@@ -269,8 +308,9 @@ impl<K: Ord + Clone, V: Clone> EncodeEach for Changes<'_, K, V> {
     }
     fn each(&self, f: &mut Visit<'_>) -> Result<()> {
         let mut bufs = (Vec::new(), Vec::new());
-        for (key, _) in &self.state.undo {
-            if !feed((key, self.state.map.get(key)), self.enc, &mut bufs, f)? {
+        for t in &self.state.undo {
+            let now = t.now.as_ref().map(|(v, at)| (v, *at));
+            if !feed((&t.key, now), self.enc, &mut bufs, f)? {
                 break;
             }
         }
@@ -291,7 +331,12 @@ impl<K: Ord + Clone, V: Clone> EncodeEach for FrozenMap<K, V> {
     fn each(&self, f: &mut Visit<'_>) -> Result<()> {
         let mut bufs = (Vec::new(), Vec::new());
         for (key, slot) in self.map.iter() {
-            if !feed((key, Some(slot)), self.enc, &mut bufs, f)? {
+            if !feed(
+                (key, Some((&slot.value, slot.expires_at))),
+                self.enc,
+                &mut bufs,
+                f,
+            )? {
                 break;
             }
         }
@@ -546,7 +591,7 @@ mod tests {
         v.set(2, None);
         v.set(2, Some(("deux", None)));
         // Each key once in the batch's changes, whatever it went through.
-        let touched: Vec<u32> = v.undo.iter().map(|(k, _)| *k).collect();
+        let touched: Vec<u32> = v.undo.iter().map(|t| t.key).collect();
         assert_eq!(touched, vec![1, 2]);
         v.undo();
         assert_eq!(v.map().len(), 1);
@@ -567,7 +612,8 @@ mod tests {
         v.set(7, Some((2, None)));
         v.set(7, Some((3, None)));
         assert_eq!(v.undo.len(), 1);
-        assert_eq!(v.undo[0].1.as_ref().map(|s| s.value), Some(1));
+        assert_eq!(v.undo[0].before.as_ref().map(|s| s.value), Some(1));
+        assert_eq!(v.undo[0].now, Some((3, None)));
         v.commit();
         // Removing what is not there is no change.
         v.set(8, None);

@@ -246,6 +246,33 @@ fn a_newest_snapshot_cut_short_falls_back_too() {
     check_fallback(&dir);
 }
 
+#[test]
+fn a_newest_snapshot_of_a_newer_format_or_disagreeing_with_its_header_falls_back() {
+    use streamwal::checkpoint::{CheckpointHeader, GraphEncoding, decode_file, encode_file_with};
+    use streamwal::state::SnapshotBody;
+    for newer_format in [true, false] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ctx");
+        drop(committed_with_snapshots(&dir, 4));
+        let snaps = files_in(&dir.join(STATE_DIR_NAME).join(STATE_SNAPSHOTS_NAME));
+        let newest = snaps.last().unwrap();
+        let bytes = std::fs::read(newest).unwrap();
+        let mut c = decode_file::<SnapshotBody>(newest, &bytes).unwrap();
+        match newer_format {
+            true => c.graph.format += 1,
+            false => c.graph.log_lsn += 1,
+        }
+        // Checksums that hold, and the file's place in write order.
+        let mut out = encode_file_with(&c, GraphEncoding::Bincode).unwrap();
+        let mut header = CheckpointHeader::decode(&out).unwrap();
+        header.write_seq = CheckpointHeader::decode(&bytes).unwrap().write_seq;
+        let encoded = header.encode();
+        out[..encoded.len()].copy_from_slice(&encoded);
+        std::fs::write(newest, out).unwrap();
+        check_fallback(&dir);
+    }
+}
+
 /// The newest snapshot (batch 4) is unusable: recovery uses batch 3's and
 /// replays batch 4's delta, and the state is whole.
 fn check_fallback(dir: &Path) {
