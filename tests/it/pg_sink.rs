@@ -538,3 +538,47 @@ fn pg_sink_a_lost_connection_is_an_error_with_its_cause_and_nothing_is_lost_or_d
     assert!(cause.contains("never committed"), "{cause}");
     assert_eq!(eo.pending(), vec![4_000]);
 }
+
+#[test]
+fn pg_sink_a_connection_lost_mid_transaction_never_autocommits_and_strays_are_rolled_back() {
+    let Some(pg) = server("pg_sink_mid_transaction") else {
+        return;
+    };
+    let query = format!("mid{}", std::process::id());
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = plain_open(tmp.path());
+    let sink = PgSink::connect(&pg.url, &query, TABLE).unwrap();
+    let mut eo = ExactlyOnce::open(&ctx, &query, sink).unwrap();
+    one_row(&ctx, &mut eo, 1_000);
+    cut_connection(&pg, eo.sink());
+    // The next writes must not go to a new session (they would
+    // autocommit): the first fails on the dead connection, the next are
+    // refused.
+    assert!(eo.sink().write(1_002, 1).is_err());
+    let e = eo.sink().write(1_003, 1).unwrap_err();
+    assert!(e.to_string().contains("lost"), "{e}");
+    assert!(eo.commit_batch(&ctx, 1_000).is_err());
+    assert!(rows(&pg, &query).is_empty(), "nothing visible early");
+    assert!(!ctx.tracker.is_committed(1_000).unwrap());
+    // Run again: a new session.
+    one_row(&ctx, &mut eo, 1_000);
+    eo.commit_batch(&ctx, 1_000).unwrap();
+    assert_eq!(
+        rows(&pg, &query).keys().copied().collect::<Vec<_>>(),
+        [1_001]
+    );
+
+    // A prepare that reached the server with its reply lost is rolled back
+    // by abort(T, None).
+    let mut sink = PgSink::connect(&pg.url, &query, TABLE).unwrap();
+    sink.begin(2_000).unwrap();
+    sink.write(2_001, 1).unwrap();
+    sink.pre_commit(2_000).unwrap();
+    sink.abort(2_000, None).unwrap();
+    assert_eq!(sink.in_doubt().unwrap(), Vec::new());
+    // A handle that is not the sink's name never reaches SQL.
+    for bad in [&b"x'; DROP TABLE kill_out; --"[..], b"streamwal-other-2000"] {
+        assert!(sink.commit(2_000, bad).is_err());
+        assert!(sink.abort(2_000, Some(bad)).is_err());
+    }
+}
