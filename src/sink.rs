@@ -362,9 +362,9 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
     ///   unknown (stop and recover): nothing done, the sink's open
     ///   transaction is left as it is.
     /// - [`Error::Sink`] with `op` `"pre-commit"`, [`Error::TooLarge`] for a
-    /// handle over [`TXN_HANDLE_BYTES_MAX`], or a sink log error: the batch
-    /// is not committed anywhere; its transaction and its state changes are
-    /// aborted (best effort at the sink; a transaction left behind is
+    ///   handle over [`TXN_HANDLE_BYTES_MAX`], or a sink log error: the batch
+    ///   is not committed anywhere; its transaction and its state changes are
+    ///   aborted (best effort at the sink; a transaction left behind is
     ///   aborted on the next open). Run it again, or stop and recover.
     pub fn pre_commit<G>(&mut self, ctx: &StreamingContext<G>, batch_time: u64) -> Result<()> {
         if self.prepared.is_some() {
