@@ -11,9 +11,11 @@
 //!   ([`StreamingContext::commit_batch`]: keyed state, then the tracker),
 //!   and only then is the sink transaction committed. The batch's commit in
 //!   the context is the decision: after a crash, [`ExactlyOnce::open`]
-//!   commits every pre-committed transaction of a committed batch and
-//!   aborts every other one (those batches are in
-//!   [`crate::recovery::Recovered::batches`] and run again). This is the
+//!   commits the journaled pre-committed transaction of a committed batch
+//!   and aborts every other one, including any transaction the sink holds
+//!   that the log never journaled (a stray attempt: only the journaled one
+//!   can have been decided). The batches not committed are in
+//!   [`crate::recovery::Recovered::batches`] and run again. This is the
 //!   two-phase commit Flink ties to its checkpoints.
 //! - **Idempotent sinks** ([`IdempotentSink`], [`write_idempotent`]): the
 //!   sink writes a batch's output and a `(query, batch)` marker atomically
@@ -159,11 +161,15 @@ pub struct SinkRecovery {
     /// Batches whose pre-committed transaction it committed (their batch
     /// was committed in the context; the sink had not heard of it).
     pub committed: Vec<u64>,
-    /// Batches whose pre-committed transaction it aborted (their batch was
-    /// not committed: it runs again).
+    /// Batches whose pre-committed transaction it aborted: a journaled one
+    /// of a batch not committed (it runs again), or one in
+    /// [`SinkRecovery::found_at_sink`].
     pub aborted: Vec<u64>,
     /// Of those, the transactions the sink reported that the sink log did
-    /// not hold (a crash between the pre-commit and its journaling).
+    /// not hold as the batch's pending pre-commit (a crash between the
+    /// pre-commit and its journaling, or a stray attempt whose reply was
+    /// lost): always aborted, even for a committed batch, whose output is
+    /// the journaled attempt's.
     pub found_at_sink: Vec<u64>,
     /// Sink log events replayed.
     pub events_replayed: u64,
@@ -184,6 +190,9 @@ pub struct ExactlyOnce<S> {
     pending: BTreeMap<u64, Vec<u8>>,
     /// The batch pre-committed and not yet decided, with its handle.
     prepared: Option<(u64, Vec<u8>)>,
+    /// Journaled pre-commits whose decision is unknown (the context's
+    /// `commit_batch` failed): the log keeps them for the next open.
+    undecided: BTreeMap<u64, Vec<u8>>,
     recovery: SinkRecovery,
 }
 
@@ -206,10 +215,15 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
     /// Open the sink log of `query` below `ctx`'s location and resolve
     /// every pre-committed transaction left by an earlier driver: the
     /// transactions the log holds without an outcome, and those
-    /// [`TransactionalSink::in_doubt`] reports. A transaction whose batch
-    /// is committed in the context (or cleaned up, which only committed
-    /// batches are) is committed at the sink; any other is aborted, and its
-    /// batch is among those recovery hands back to run. Call it after
+    /// [`TransactionalSink::in_doubt`] reports. A journaled transaction
+    /// whose batch is committed in the context (or cleaned up, which only
+    /// committed batches are) is committed at the sink; any other is
+    /// aborted, and its batch is among those recovery hands back to run. A
+    /// transaction the sink reports that the log does not hold as the
+    /// batch's pending pre-commit is always aborted: the committed attempt
+    /// of a batch is journaled before the decision, so such a transaction
+    /// is a stray attempt, and committing it would write the batch twice.
+    /// Call it after
     /// [`crate::recovery::ContextBuilder::get_or_create`] and before running
     /// any batch; [`ExactlyOnce::recovery`] says what it did.
     ///
@@ -262,9 +276,12 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
             }
         };
         for (batch_time, txn) in sink.in_doubt().map_err(err("list in-doubt", 0))? {
-            if let std::collections::btree_map::Entry::Vacant(e) = pending.entry(batch_time) {
-                e.insert(txn);
+            if pending.get(&batch_time) != Some(&txn) {
+                // Not the journaled attempt: never decided, abort it.
+                sink.abort(batch_time, Some(&txn))
+                    .map_err(err("abort", batch_time))?;
                 recovery.found_at_sink.push(batch_time);
+                recovery.aborted.push(batch_time);
             }
         }
         let (tracker, _) = ctx.tracker.snapshot()?;
@@ -274,13 +291,14 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
             log,
             pending,
             prepared: None,
+            undecided: BTreeMap::new(),
             recovery,
         };
         for (batch_time, txn) in me.pending.clone() {
             let decided =
                 tracker.committed.contains(&batch_time) || batch_time < tracker.cleaned_before;
             if decided {
-                me.finish(batch_time, &txn)?;
+                me.finish(batch_time, &txn, "commit")?;
                 me.recovery.committed.push(batch_time);
             } else {
                 me.sink
@@ -312,7 +330,8 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
 
     /// Batches committed in the context whose sink transaction is not
     /// committed yet (an earlier [`ExactlyOnce::commit_batch`] failed at its
-    /// last step); [`ExactlyOnce::retry_pending`] finishes them.
+    /// last step); [`ExactlyOnce::retry_pending`], the next successful
+    /// [`ExactlyOnce::commit`] or the next open finishes them.
     pub fn pending(&self) -> Vec<u64> {
         self.pending.keys().copied().collect()
     }
@@ -329,22 +348,35 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
     }
 
     /// The first phase: pre-commit batch `batch_time` at the sink and
-    /// journal the pre-commit (durably). Every sink transaction still
-    /// pending from an earlier failed commit is committed first. Nothing is
-    /// decided yet: a crash from here until [`ExactlyOnce::commit`] has
-    /// committed the batch in the context aborts the transaction on open,
-    /// and the batch runs again.
+    /// journal the pre-commit (durably). It touches no other batch's
+    /// transaction (pending commits are retried by
+    /// [`ExactlyOnce::commit`], [`ExactlyOnce::retry_pending`] and open,
+    /// never while this batch's transaction is open). Nothing is decided
+    /// yet: a crash from here until [`ExactlyOnce::commit`] has committed
+    /// the batch in the context aborts the transaction on open, and the
+    /// batch runs again.
     ///
     /// # Errors
-    /// [`Error::Sink`] with `op` `"pre-commit"`, [`Error::TooLarge`] for a
-    /// handle over [`TXN_HANDLE_BYTES_MAX`], or a sink log error: the batch
-    /// is not committed anywhere; its transaction and its state changes are
-    /// aborted (best effort at the sink; a transaction left behind is
-    /// aborted on the next open). Run it again, or stop and recover.
-    /// Errors of [`ExactlyOnce::retry_pending`] come first, before
-    /// anything of this batch is done.
+    /// - [`Error::StateMisuse`] if a batch is pre-committed already and not
+    ///   committed or aborted yet, or an earlier commit's decision is
+    ///   unknown (stop and recover): nothing done, the sink's open
+    ///   transaction is left as it is.
+    /// - [`Error::Sink`] with `op` `"pre-commit"`, [`Error::TooLarge`] for a
+    ///   handle over [`TXN_HANDLE_BYTES_MAX`], or a sink log error: the batch
+    ///   is not committed anywhere; its transaction and its state changes are
+    ///   aborted (best effort at the sink; a transaction left behind is
+    ///   aborted on the next open). Run it again, or stop and recover.
     pub fn pre_commit<G>(&mut self, ctx: &StreamingContext<G>, batch_time: u64) -> Result<()> {
-        self.retry_pending()?;
+        if self.prepared.is_some() {
+            return Err(Error::StateMisuse(
+                "sink pre-commit while another batch is pre-committed and not committed or aborted",
+            ));
+        }
+        if !self.undecided.is_empty() {
+            return Err(Error::StateMisuse(
+                "sink pre-commit after a batch's commit failed with its outcome unknown: reopen",
+            ));
+        }
         let txn = match self.sink.pre_commit(batch_time) {
             Ok(txn) if txn.len() <= TXN_HANDLE_BYTES_MAX => txn,
             Ok(txn) => {
@@ -376,16 +408,28 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
     /// commit at the sink and journal that.
     ///
     /// # Errors
+    /// Then every transaction still pending from an earlier failed commit
+    /// is committed ([`ExactlyOnce::retry_pending`]).
+    ///
+    /// # Errors
+    /// Check `batch_time` of an [`Error::Sink`]: it may name another batch.
     /// - [`Error::StateMisuse`] if `batch_time` is not the batch
-    ///   [`ExactlyOnce::pre_commit`] last pre-committed (nothing done).
-    /// - An error of [`StreamingContext::commit_batch`]: whether the batch
-    ///   is committed is unknown; stop and recover (open resolves it).
-    /// - [`Error::Sink`] with `op` `"commit"` (or a sink log error after
-    ///   the decision): the batch **is** committed and its output is
-    ///   durable at the sink but not visible yet; it is kept in
-    ///   [`ExactlyOnce::pending`] and committed by
-    ///   [`ExactlyOnce::retry_pending`], the next pre-commit, or the next
+    ///   [`ExactlyOnce::pre_commit`] last pre-committed, or the context
+    ///   refuses the commit as misuse (nothing done; the batch stays
+    ///   pre-committed).
+    /// - Another error of [`StreamingContext::commit_batch`]: whether the
+    ///   batch is committed is unknown; stop and recover (open resolves
+    ///   it; until then the sink log keeps its pre-commit and
+    ///   [`ExactlyOnce::pre_commit`] refuses).
+    /// - [`Error::Sink`] with `op` `"commit"` and this `batch_time` (or a
+    ///   sink log error after the decision): the batch **is** committed
+    ///   and its output is durable at the sink but not visible yet; it is
+    ///   kept in [`ExactlyOnce::pending`] and committed by
+    ///   [`ExactlyOnce::retry_pending`], the next commit, or the next
     ///   open. Never run the batch again.
+    /// - [`Error::Sink`] with `op` `"commit-pending"`: this batch is
+    ///   committed everywhere; the retry of the earlier batch it names
+    ///   failed, which stays pending.
     pub fn commit<G>(&mut self, ctx: &StreamingContext<G>, batch_time: u64) -> Result<()> {
         let txn = match self.prepared.take() {
             Some((t, txn)) if t == batch_time => txn,
@@ -396,21 +440,35 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
                 ));
             }
         };
-        ctx.commit_batch(batch_time)?;
+        match ctx.commit_batch(batch_time) {
+            Ok(()) => {}
+            Err(e @ Error::StateMisuse(_)) => {
+                // Refused before anything was done: still pre-committed.
+                self.prepared = Some((batch_time, txn));
+                return Err(e);
+            }
+            Err(e) => {
+                self.undecided.insert(batch_time, txn);
+                return Err(e);
+            }
+        }
         self.pending.insert(batch_time, txn.clone());
-        self.finish(batch_time, &txn)?;
+        self.finish(batch_time, &txn, "commit")?;
+        self.retry_pending()?;
         self.retire()
     }
 
     /// Commit at the sink every transaction of a committed batch still
-    /// pending (see [`ExactlyOnce::commit_batch`]).
+    /// pending (see [`ExactlyOnce::commit`]). Call it only while the sink
+    /// has no batch's transaction open (a PostgreSQL session cannot run
+    /// `COMMIT PREPARED` inside a transaction block).
     ///
     /// # Errors
-    /// As the last step of [`ExactlyOnce::commit_batch`]; what is not
-    /// committed stays pending.
+    /// [`Error::Sink`] with `op` `"commit-pending"` and the batch that
+    /// failed, or a sink log error; what is not committed stays pending.
     pub fn retry_pending(&mut self) -> Result<()> {
         for (batch_time, txn) in self.pending.clone() {
-            self.finish(batch_time, &txn)?;
+            self.finish(batch_time, &txn, "commit-pending")?;
         }
         Ok(())
     }
@@ -433,7 +491,11 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
         };
         self.sink
             .abort(batch_time, txn.as_deref())
-            .map_err(|e| self.error("abort", batch_time, e))
+            .map_err(|e| self.error("abort", batch_time, e))?;
+        if txn.is_some() {
+            self.record(&SinkEvent::Aborted { batch_time })?;
+        }
+        Ok(())
     }
 
     fn abort_quietly<G>(&mut self, ctx: &StreamingContext<G>, batch_time: u64, txn: Option<&[u8]>) {
@@ -443,10 +505,10 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
     }
 
     /// Commit `txn` at the sink and journal that; keeps it pending on error.
-    fn finish(&mut self, batch_time: u64, txn: &[u8]) -> Result<()> {
+    fn finish(&mut self, batch_time: u64, txn: &[u8], op: &'static str) -> Result<()> {
         self.sink
             .commit(batch_time, txn)
-            .map_err(|e| self.error("commit", batch_time, e))?;
+            .map_err(|e| self.error(op, batch_time, e))?;
         self.record(&SinkEvent::Committed { batch_time })?;
         self.pending.remove(&batch_time);
         Ok(())
@@ -457,10 +519,14 @@ impl<S: TransactionalSink> ExactlyOnce<S> {
     }
 
     /// Delete the sink log's sealed segments once nothing in them is
-    /// pending: every event before the oldest pending pre-commit is about a
-    /// resolved batch.
+    /// pending or undecided: every event before the last one is then about
+    /// a resolved batch. A journaled pre-commit whose decision is unknown
+    /// is never purged: if its batch is committed, the next open must find
+    /// it to commit it.
     fn retire(&self) -> Result<()> {
         if self.pending.is_empty()
+            && self.undecided.is_empty()
+            && self.prepared.is_none()
             && let Some(last) = self.log.last_lsn()
         {
             self.log.purge_before_lsn(last)?;

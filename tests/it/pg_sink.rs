@@ -25,7 +25,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 use streamwal::sink::{ExactlyOnce, SinkError, TransactionalSink};
 use streamwal::sources::{OffsetLog, batches_to_run};
 use streamwal::tracker::BlockInfo;
@@ -332,14 +334,9 @@ fn pg_sink_kill_nine_writes_each_line_once() {
         } else {
             u64::MAX
         };
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let (mut lines, mut buf, mut acks) = (Vec::new(), String::new(), 0);
-        loop {
-            buf.clear();
-            if stdout.read_line(&mut buf).unwrap() == 0 || !buf.ends_with('\n') {
-                break;
-            }
-            let line = buf.trim_end().to_string();
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let (mut lines, mut acks) = (Vec::new(), 0);
+        while let Some(line) = next_line(&stdout, &mut child, &lines) {
             acks += u64::from(line.starts_with("ack "));
             let stop = line.starts_with("paused ") || line == "idle" || acks > kill_after;
             lines.push(line);
@@ -358,12 +355,8 @@ fn pg_sink_kill_nine_writes_each_line_once() {
             assert_eq!(status.signal(), Some(9), "round {round}: ended by itself");
         }
         // What it printed before it died was printed after the fact.
-        loop {
-            buf.clear();
-            if stdout.read_line(&mut buf).unwrap() == 0 || !buf.ends_with('\n') {
-                break;
-            }
-            lines.push(buf.trim_end().to_string());
+        while let Some(line) = next_line(&stdout, &mut child, &lines) {
+            lines.push(line);
         }
         for line in &lines {
             if let Some(id) = line.strip_prefix("ack ") {
@@ -417,6 +410,47 @@ fn pg_sink_kill_nine_writes_each_line_once() {
         acked.len(),
         table.len()
     );
+}
+
+/// How long the test waits for the child's next line before it fails.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The child's complete stdout lines, read by a thread (a line cut by the
+/// kill is dropped).
+fn lines_of(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut buf = String::new();
+        loop {
+            buf.clear();
+            match r.read_line(&mut buf) {
+                Ok(n) if n > 0 && buf.ends_with('\n') => {
+                    if tx.send(buf.trim_end().to_string()).is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+    });
+    rx
+}
+
+/// The child's next line, `None` once its stdout is closed; a child silent
+/// for [`PATIENCE`] is killed and the test fails.
+fn next_line(rx: &mpsc::Receiver<String>, child: &mut Child, seen: &[String]) -> Option<String> {
+    match rx.recv_timeout(PATIENCE) {
+        Ok(line) => Some(line),
+        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            let _ = child.kill();
+            panic!(
+                "the child printed nothing for {PATIENCE:?}; last lines: {:?}",
+                seen.iter().rev().take(5).collect::<Vec<_>>()
+            );
+        }
+    }
 }
 
 /// Kill the sink's server connection from outside (`pg_terminate_backend`),
@@ -537,4 +571,48 @@ fn pg_sink_a_lost_connection_is_an_error_with_its_cause_and_nothing_is_lost_or_d
     let cause = std::error::Error::source(&e).unwrap().to_string();
     assert!(cause.contains("never committed"), "{cause}");
     assert_eq!(eo.pending(), vec![4_000]);
+}
+
+#[test]
+fn pg_sink_a_connection_lost_mid_transaction_never_autocommits_and_strays_are_rolled_back() {
+    let Some(pg) = server("pg_sink_mid_transaction") else {
+        return;
+    };
+    let query = format!("mid{}", std::process::id());
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = plain_open(tmp.path());
+    let sink = PgSink::connect(&pg.url, &query, TABLE).unwrap();
+    let mut eo = ExactlyOnce::open(&ctx, &query, sink).unwrap();
+    one_row(&ctx, &mut eo, 1_000);
+    cut_connection(&pg, eo.sink());
+    // The next writes must not go to a new session (they would
+    // autocommit): the first fails on the dead connection, the next are
+    // refused.
+    assert!(eo.sink().write(1_002, 1).is_err());
+    let e = eo.sink().write(1_003, 1).unwrap_err();
+    assert!(e.to_string().contains("lost"), "{e}");
+    assert!(eo.commit_batch(&ctx, 1_000).is_err());
+    assert!(rows(&pg, &query).is_empty(), "nothing visible early");
+    assert!(!ctx.tracker.is_committed(1_000).unwrap());
+    // Run again: a new session.
+    one_row(&ctx, &mut eo, 1_000);
+    eo.commit_batch(&ctx, 1_000).unwrap();
+    assert_eq!(
+        rows(&pg, &query).keys().copied().collect::<Vec<_>>(),
+        [1_001]
+    );
+
+    // A prepare that reached the server with its reply lost is rolled back
+    // by abort(T, None).
+    let mut sink = PgSink::connect(&pg.url, &query, TABLE).unwrap();
+    sink.begin(2_000).unwrap();
+    sink.write(2_001, 1).unwrap();
+    sink.pre_commit(2_000).unwrap();
+    sink.abort(2_000, None).unwrap();
+    assert_eq!(sink.in_doubt().unwrap(), Vec::new());
+    // A handle that is not the sink's name never reaches SQL.
+    for bad in [&b"x'; DROP TABLE kill_out; --"[..], b"streamwal-other-2000"] {
+        assert!(sink.commit(2_000, bad).is_err());
+        assert!(sink.abort(2_000, Some(bad)).is_err());
+    }
 }

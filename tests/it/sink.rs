@@ -19,13 +19,19 @@ use streamwal::{Error, StreamingContext};
 struct Server {
     /// Rows written by the open transaction, per batch.
     open: BTreeMap<u64, Vec<u64>>,
-    /// Pre-committed transactions, per batch.
-    prepared: BTreeMap<u64, Vec<u64>>,
-    /// Committed rows, per batch (the batch is the marker).
+    /// Pre-committed transactions by handle, with their batch and rows.
+    prepared: BTreeMap<Vec<u8>, (u64, Vec<u64>)>,
+    /// Committed rows, per batch (a batch committed twice shows its rows
+    /// twice).
     visible: BTreeMap<u64, Vec<u64>>,
-    /// Fail the next pre-commit / commit.
+    /// Pre-commits so far: each attempt's handle is new.
+    attempts: u64,
+    /// Fail the next pre-commit; with `lose_reply`, after preparing (the
+    /// reply is lost).
     fail_pre_commit: bool,
-    fail_commit: bool,
+    lose_reply: bool,
+    /// Fail the next commit of each of these batches.
+    fail_commit: BTreeSet<u64>,
 }
 
 #[derive(Clone, Default)]
@@ -49,23 +55,33 @@ impl Fake {
 impl TransactionalSink for Fake {
     fn pre_commit(&mut self, batch_time: u64) -> Result<Vec<u8>, SinkError> {
         self.with(|s| {
-            if std::mem::take(&mut s.fail_pre_commit) {
+            if s.fail_pre_commit && !s.lose_reply {
+                s.fail_pre_commit = false;
                 return Err("connection reset".into());
             }
             let rows = s.open.remove(&batch_time).unwrap_or_default();
-            s.prepared.insert(batch_time, rows);
-            Ok(format!("txn-{batch_time}").into_bytes())
+            let txn = format!("txn-{batch_time}-{}", s.attempts).into_bytes();
+            s.attempts += 1;
+            s.prepared.insert(txn.clone(), (batch_time, rows));
+            if std::mem::take(&mut s.fail_pre_commit) {
+                return Err("reply lost".into());
+            }
+            Ok(txn)
         })
     }
     fn commit(&mut self, batch_time: u64, txn: &[u8]) -> Result<(), SinkError> {
-        assert_eq!(txn, format!("txn-{batch_time}").as_bytes());
         self.with(|s| {
-            if std::mem::take(&mut s.fail_commit) {
+            // Like PostgreSQL: no COMMIT PREPARED inside a transaction block.
+            if !s.open.is_empty() {
+                return Err("commit of a prepared transaction while one is open".into());
+            }
+            if s.fail_commit.remove(&batch_time) {
                 return Err("connection reset".into());
             }
-            match s.prepared.remove(&batch_time) {
-                Some(rows) => {
-                    assert!(s.visible.insert(batch_time, rows).is_none(), "twice");
+            match s.prepared.remove(txn) {
+                Some((b, rows)) => {
+                    assert_eq!(b, batch_time);
+                    s.visible.entry(batch_time).or_default().extend(rows);
                     Ok(())
                 }
                 None if s.visible.contains_key(&batch_time) => Ok(()),
@@ -75,16 +91,20 @@ impl TransactionalSink for Fake {
     }
     fn abort(&mut self, batch_time: u64, txn: Option<&[u8]>) -> Result<(), SinkError> {
         self.with(|s| match txn {
-            None => s.open.remove(&batch_time),
-            Some(_) => s.prepared.remove(&batch_time),
+            None => {
+                s.open.remove(&batch_time);
+            }
+            Some(txn) => {
+                s.prepared.remove(txn);
+            }
         });
         Ok(())
     }
     fn in_doubt(&mut self) -> Result<Vec<(u64, Vec<u8>)>, SinkError> {
         Ok(self.with(|s| {
             s.prepared
-                .keys()
-                .map(|&b| (b, format!("txn-{b}").into_bytes()))
+                .iter()
+                .map(|(txn, (b, _))| (*b, txn.clone()))
                 .collect()
         }))
     }
@@ -131,7 +151,7 @@ fn sink_a_driver_dropped_at_each_step_resolves_on_open() {
                 eo.pre_commit(&ctx, 1_000).unwrap();
             }
             if step == 2 {
-                fake.with(|s| s.fail_commit = true);
+                fake.with(|s| s.fail_commit.insert(1_000));
                 let e = eo.commit(&ctx, 1_000).unwrap_err();
                 assert!(matches!(e, Error::Sink { op: "commit", .. }), "{e:?}");
                 assert_eq!(eo.pending(), vec![1_000]);
@@ -209,11 +229,13 @@ fn sink_a_failed_commit_is_retried_and_never_lost() {
     let ctx = open(tmp.path());
     let mut eo = ExactlyOnce::open(&ctx, "q", fake.clone()).unwrap();
     write_batch(&ctx, &fake, 1_000);
-    fake.with(|s| s.fail_commit = true);
+    fake.with(|s| s.fail_commit.insert(1_000));
     assert!(eo.commit_batch(&ctx, 1_000).is_err());
     assert!(ctx.tracker.is_committed(1_000).unwrap(), "decided");
     assert_eq!(eo.pending(), vec![1_000]);
-    // The next batch's commit finishes the pending one first.
+    // The next batch's commit finishes the pending one after its own (the
+    // fake refuses a commit while 2_000's transaction is open, as
+    // PostgreSQL does).
     write_batch(&ctx, &fake, 2_000);
     eo.commit_batch(&ctx, 2_000).unwrap();
     assert!(eo.pending().is_empty());
@@ -311,4 +333,84 @@ fn object_sink_a_crashed_driver_is_resolved_by_the_next_on_object_storage() {
         let visible: BTreeSet<u64> = fake.with(|s| s.visible.keys().copied().collect());
         assert_eq!(visible, BTreeSet::from([1_000, 2_000]), "{}", b.name());
     }
+}
+
+#[test]
+fn sink_a_failed_retry_names_the_pending_batch_not_the_committed_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let ctx = open(tmp.path());
+    let mut eo = ExactlyOnce::open(&ctx, "q", fake.clone()).unwrap();
+    write_batch(&ctx, &fake, 1_000);
+    fake.with(|s| s.fail_commit.insert(1_000));
+    assert!(eo.commit_batch(&ctx, 1_000).is_err());
+    write_batch(&ctx, &fake, 2_000);
+    fake.with(|s| s.fail_commit.insert(1_000));
+    let e = eo.commit_batch(&ctx, 2_000).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Sink {
+                op: "commit-pending",
+                batch_time: 1_000,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // 2_000 is committed everywhere; 1_000 still pending, retried by hand.
+    assert!(ctx.tracker.is_committed(2_000).unwrap());
+    fake.with(|s| assert_eq!(s.visible[&2_000], vec![2_001, 2_002]));
+    assert_eq!(eo.pending(), vec![1_000]);
+    eo.retry_pending().unwrap();
+    fake.with(|s| assert_eq!(s.visible[&1_000], vec![1_001, 1_002]));
+}
+
+#[test]
+fn sink_a_stray_attempt_of_a_committed_batch_is_aborted_not_committed_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    {
+        let ctx = open(tmp.path());
+        let mut eo = ExactlyOnce::open(&ctx, "q", fake.clone()).unwrap();
+        write_batch(&ctx, &fake, 1_000);
+        // The prepare reaches the server; its reply is lost.
+        fake.with(|s| {
+            s.fail_pre_commit = true;
+            s.lose_reply = true;
+        });
+        assert!(eo.commit_batch(&ctx, 1_000).is_err());
+        fake.with(|s| assert_eq!(s.prepared.len(), 1, "the stray is left"));
+        // Run again and committed under another handle.
+        write_batch(&ctx, &fake, 1_000);
+        eo.commit_batch(&ctx, 1_000).unwrap();
+    }
+    let ctx = open(tmp.path());
+    let eo = ExactlyOnce::open(&ctx, "q", fake.clone()).unwrap();
+    assert_eq!(eo.recovery().found_at_sink, vec![1_000]);
+    assert!(eo.recovery().committed.is_empty());
+    fake.with(|s| {
+        assert_eq!(s.visible[&1_000], vec![1_001, 1_002], "written once");
+        assert!(s.prepared.is_empty());
+    });
+}
+
+#[test]
+fn sink_a_second_pre_commit_before_the_commit_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let ctx = open(tmp.path());
+    let mut eo = ExactlyOnce::open(&ctx, "q", fake.clone()).unwrap();
+    write_batch(&ctx, &fake, 1_000);
+    eo.pre_commit(&ctx, 1_000).unwrap();
+    let e = eo.pre_commit(&ctx, 1_000).unwrap_err();
+    assert!(matches!(e, Error::StateMisuse(_)), "{e:?}");
+    // A commit of the wrong batch is refused and keeps the pre-commit.
+    let e = eo.commit(&ctx, 2_000).unwrap_err();
+    assert!(matches!(e, Error::StateMisuse(_)), "{e:?}");
+    eo.commit(&ctx, 1_000).unwrap();
+    fake.with(|s| {
+        assert_eq!(s.visible[&1_000], vec![1_001, 1_002]);
+        assert!(s.prepared.is_empty(), "{:?}", s.prepared);
+    });
 }

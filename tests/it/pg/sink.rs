@@ -68,20 +68,44 @@ impl PgSink {
         &mut self.client
     }
 
-    /// A new connection if the old one is closed (after a lost connection,
-    /// the next call starts afresh; the error was already reported).
+    /// The connection, or a new one if the old one is closed and no
+    /// transaction is open. With a batch's transaction open, a lost
+    /// connection is an error: its writes are gone, and a new session
+    /// would autocommit the next ones (abort the batch and run it again).
     fn live(&mut self) -> Result<&mut Client, SinkError> {
         if self.client.is_closed() {
+            if let Some(batch) = self.open {
+                return Err(format!(
+                    "the connection to PostgreSQL was lost with batch {batch}'s transaction                      open: its writes are gone; abort the batch and run it again"
+                )
+                .into());
+            }
             self.client = Client::connect(&self.url, NoTls)?;
-            self.open = None;
         }
         Ok(&mut self.client)
+    }
+
+    /// `txn` if it is this sink's prepared-transaction name of
+    /// `batch_time` (a handle read back from the sink log is checked
+    /// before it goes into SQL).
+    fn checked_gid(&self, batch_time: u64, txn: &[u8]) -> Result<String, SinkError> {
+        let gid = self.gid(batch_time);
+        if txn != gid.as_bytes() {
+            return Err(format!(
+                "transaction handle {:?} is not {gid}, this sink's name for batch {batch_time}",
+                String::from_utf8_lossy(txn)
+            )
+            .into());
+        }
+        Ok(gid)
     }
 
     /// Begin batch `batch_time`'s transaction.
     pub fn begin(&mut self, batch_time: u64) -> Result<(), SinkError> {
         if self.open.is_some() {
-            self.live()?.batch_execute("ROLLBACK")?;
+            if !self.client.is_closed() {
+                self.client.batch_execute("ROLLBACK")?;
+            }
             self.open = None;
         }
         self.live()?.batch_execute("BEGIN")?;
@@ -128,11 +152,19 @@ impl TransactionalSink for PgSink {
         self.live()?
             .batch_execute(&format!("PREPARE TRANSACTION '{gid}'"))?;
         self.open = None;
+        // Outside a transaction block PREPARE TRANSACTION only warns:
+        // check that there is something prepared under the name.
+        let found = self
+            .live()?
+            .query_opt("SELECT 1 FROM pg_prepared_xacts WHERE gid = $1", &[&gid])?;
+        if found.is_none() {
+            return Err(format!("PREPARE TRANSACTION '{gid}' prepared nothing").into());
+        }
         Ok(gid.into_bytes())
     }
 
     fn commit(&mut self, batch_time: u64, txn: &[u8]) -> Result<(), SinkError> {
-        let gid = std::str::from_utf8(txn)?.to_string();
+        let gid = self.checked_gid(batch_time, txn)?;
         match self
             .live()?
             .batch_execute(&format!("COMMIT PREPARED '{gid}'"))
@@ -153,7 +185,7 @@ impl TransactionalSink for PgSink {
     }
 
     fn abort(&mut self, batch_time: u64, txn: Option<&[u8]>) -> Result<(), SinkError> {
-        match txn {
+        let gid = match txn {
             None => {
                 if self.open == Some(batch_time) {
                     self.open = None;
@@ -161,18 +193,20 @@ impl TransactionalSink for PgSink {
                         self.client.batch_execute("ROLLBACK")?;
                     }
                 }
-                Ok(())
-            }
-            Some(txn) => {
-                let gid = std::str::from_utf8(txn)?.to_string();
-                match self
-                    .live()?
-                    .batch_execute(&format!("ROLLBACK PREPARED '{gid}'"))
-                {
-                    Err(e) if e.code() != Some(&SqlState::UNDEFINED_OBJECT) => Err(e.into()),
-                    _ => Ok(()),
+                if self.open.is_some() {
+                    return Ok(()); // another batch's transaction is open
                 }
+                // A prepare whose reply was lost left it prepared.
+                self.gid(batch_time)
             }
+            Some(txn) => self.checked_gid(batch_time, txn)?,
+        };
+        match self
+            .live()?
+            .batch_execute(&format!("ROLLBACK PREPARED '{gid}'"))
+        {
+            Err(e) if e.code() != Some(&SqlState::UNDEFINED_OBJECT) => Err(e.into()),
+            _ => Ok(()),
         }
     }
 
