@@ -18,6 +18,7 @@ pub const STATE_FORMAT_VERSION: u32 = 1;
 /// One key's value as stored: encoded bytes, and the batch time at or
 /// after which it expires (`None`: never).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub struct RawSlot {
     /// The value, encoded.
     #[serde(with = "serde_bytes")]
@@ -28,6 +29,7 @@ pub struct RawSlot {
 
 /// One live key of an operator, as a snapshot holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub struct RawEntry {
     /// The key, encoded.
     #[serde(with = "serde_bytes")]
@@ -39,6 +41,7 @@ pub struct RawEntry {
 /// One key a batch changed: its last value, or `None` for a key removed
 /// (deleted, or timed out).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub struct RawChange {
     /// The key, encoded.
     #[serde(with = "serde_bytes")]
@@ -50,6 +53,7 @@ pub struct RawChange {
 /// A committed batch's changes to every operator: one record of the state
 /// log. The record's presence is the state's commit of that batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub struct StateDelta {
     /// [`STATE_FORMAT_VERSION`] when written.
     pub format: u32,
@@ -65,6 +69,7 @@ pub struct StateDelta {
 
 /// The whole state as of one committed batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub struct SnapshotBody {
     /// [`STATE_FORMAT_VERSION`] when written.
     pub format: u32,
@@ -205,6 +210,7 @@ struct SlotOut<'a> {
 /// # Errors
 /// [`Error::Decode`] if the bytes are not a delta; [`Error::Corruption`]
 /// ([`CorruptionKind::UnsupportedVersion`]) for a newer format.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub fn decode_delta(file: &Path, bytes: &[u8]) -> Result<StateDelta> {
     let delta: StateDelta = codec::decode(bytes, "state delta")?;
     check_format(file, delta.format)?;
